@@ -1,0 +1,130 @@
+//! The program: argument handling, configuration, logging set-up, dispatch to the serving
+//! loop or a subcommand, and the mapping of every outcome to an exit code.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Parser;
+
+use crate::cli::{CheckArgs, Cli, Command};
+use crate::config::{Config, Sources};
+use crate::greylist::whitelist::Whitelists;
+use crate::logging;
+use crate::policy::{self, MessageState};
+use crate::protocol::Request;
+use crate::store::{client::KeeperClient, keeper, now_ms};
+
+/// Exit codes (sysexits): usage, runtime and configuration errors differ.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_RUNTIME: i32 = 70;
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Runs the program and returns its exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let sources = Sources {
+        file: cli.config.clone(),
+        overrides: cli.overrides.clone(),
+    };
+    let cfg = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            // Configuration errors happen before serving: stderr is where an administrator
+            // running the command looks, and where smtpd logs a failed spawn.
+            eprintln!("greyspf: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if cli.check_config {
+        print!("{}", cfg.render());
+        return EXIT_OK;
+    }
+    let detach = matches!(cli.command, Some(Command::Keeper { detach: true }));
+    logging::init(
+        cfg.syslog_facility,
+        cfg.syslog_socket.clone(),
+        cli.foreground && !detach,
+    );
+    logging::install_panic_hook();
+    match cli.command {
+        None => serve(&cfg),
+        Some(Command::Keeper { detach }) => {
+            if detach && let Err(e) = keeper::detach() {
+                logging::error(&format!("keeper: {e}"));
+                return EXIT_RUNTIME;
+            }
+            match keeper::run(&cfg) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    logging::error(&format!("keeper: {e}"));
+                    if !detach {
+                        eprintln!("greyspf: keeper: {e}");
+                    }
+                    EXIT_RUNTIME
+                }
+            }
+        }
+        Some(Command::Check(args)) => check(&cfg, args),
+    }
+}
+
+fn serve(cfg: &Config) -> i32 {
+    let mut store = KeeperClient::new(cfg);
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    match crate::server::serve(stdin, stdout, cfg, &mut store) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            logging::error(&e.to_string());
+            EXIT_RUNTIME
+        }
+    }
+}
+
+fn check(cfg: &Config, a: CheckArgs) -> i32 {
+    let req = Request {
+        request: "smtpd_access_policy".into(),
+        protocol_state: a.protocol_state,
+        client_address: a.client_address,
+        client_name: a.client_name.clone(),
+        reverse_client_name: a.client_name,
+        helo_name: a.helo,
+        sender: a.sender,
+        recipient: a.recipient,
+        instance: a.instance,
+        ..Request::default()
+    };
+    let mut wl = Whitelists::new(
+        cfg.whitelist_clients.clone(),
+        cfg.whitelist_recipients.clone(),
+    );
+    for w in wl.refresh() {
+        logging::warning(&w);
+    }
+    let mut store = KeeperClient::new(cfg);
+    let d = policy::decide(
+        &req,
+        cfg,
+        &wl,
+        &mut store,
+        &mut MessageState::default(),
+        now_ms(),
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "action={}", d.action);
+    if let Some(l) = &d.log {
+        let _ = writeln!(out, "{l}");
+    }
+    if let Some(e) = &d.store_error {
+        let _ = writeln!(out, "store_error={e}");
+    }
+    EXIT_OK
+}

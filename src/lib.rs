@@ -1,0 +1,18 @@
+//! greyspf: a Postfix SMTPD access-policy service (greylisting and SPF) as a library, so the
+//! binary, the tests, the benchmarks and the fuzz targets share one implementation.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod greylist;
+pub mod logging;
+pub mod net;
+pub mod policy;
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+/// The version reported in headers, logs and the keeper handshake.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,80 @@
+//! The serving loop: request blocks in, one reply each out, until EOF. A panic while
+//! deciding becomes DUNNO and a log line; the stream goes on.
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::greylist::whitelist::Whitelists;
+use crate::logging;
+use crate::policy::{self, MessageState};
+use crate::protocol::{Block, ProtocolError, Reader, write_reply};
+use crate::store::client::Greylister;
+use crate::store::now_ms;
+
+/// Store failures are logged at most this often: a dead store must not flood syslog.
+const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serves requests from `input` until EOF.
+pub fn serve<R: BufRead, W: Write>(
+    input: R,
+    mut output: W,
+    cfg: &Config,
+    store: &mut dyn Greylister,
+) -> Result<(), ProtocolError> {
+    let mut reader = Reader::new(input);
+    let mut whitelists = Whitelists::new(
+        cfg.whitelist_clients.clone(),
+        cfg.whitelist_recipients.clone(),
+    );
+    let mut msg = MessageState::default();
+    let mut last_store_warning: Option<Instant> = None;
+    let mut suppressed = 0u64;
+    while let Some(block) = reader.next_block()? {
+        let req = match block {
+            Block::Request(r) => r,
+            Block::Malformed(why) => {
+                logging::warning(&format!("malformed request, answered DUNNO: {why}"));
+                write_reply(&mut output, "DUNNO")?;
+                continue;
+            }
+        };
+        for w in whitelists.refresh() {
+            logging::warning(&w);
+        }
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            policy::decide(&req, cfg, &whitelists, store, &mut msg, now_ms())
+        }));
+        let action = match decided {
+            Ok(d) => {
+                if let Some(e) = &d.store_error {
+                    if last_store_warning.is_none_or(|t| t.elapsed() >= STORE_WARNING_INTERVAL) {
+                        let more = if suppressed > 0 {
+                            format!(" ({suppressed} more since the last warning)")
+                        } else {
+                            String::new()
+                        };
+                        logging::warning(&format!(
+                            "greylist store unavailable, answering {}: {e}{more}",
+                            cfg.store_failure_action
+                        ));
+                        last_store_warning = Some(Instant::now());
+                        suppressed = 0;
+                    } else {
+                        suppressed += 1;
+                    }
+                }
+                if let Some(line) = &d.log {
+                    logging::info(line);
+                }
+                d.action
+            }
+            Err(_) => {
+                logging::error("internal error while deciding (logged above), answered DUNNO");
+                "DUNNO".to_string()
+            }
+        };
+        write_reply(&mut output, &action)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The keeper's clients: spawn instances and admin commands. Connects lazily, starts the
+//! keeper when nobody listens (one at a time, under a start lock), and never waits longer
+//! than the store timeout.
+
+use std::io::{BufReader, BufWriter};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::wire::{read_frame, write_frame};
+use super::{StoreError, socket_path, start_lock_path};
+use crate::config::{Config, Sources};
+use crate::greylist::decide::{Timers, Verdict};
+
+/// One greylist question for the keeper.
+#[derive(Debug, Clone)]
+pub struct GreyQuery<'a> {
+    pub client_key: &'a str,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    /// The exact client address, for the auto-whitelist.
+    pub client_address: &'a str,
+    pub timers: Timers,
+}
+
+/// Anything that can answer greylist questions: the keeper, or a test double.
+pub trait Greylister {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError>;
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+}
+
+pub struct KeeperClient {
+    dir: PathBuf,
+    sources: Sources,
+    timeout: Duration,
+    conn: Option<Conn>,
+    /// After a failed start, later requests do not try again before this instant, so a
+    /// broken store costs one timeout per interval, not one per request.
+    retry_after: Option<Instant>,
+}
+
+impl KeeperClient {
+    pub fn new(cfg: &Config) -> Self {
+        KeeperClient {
+            dir: cfg.state_directory.clone(),
+            sources: cfg.sources.clone(),
+            timeout: cfg.store_timeout,
+            conn: None,
+            retry_after: None,
+        }
+    }
+
+    fn connect_once(&self) -> std::io::Result<Conn> {
+        let s = UnixStream::connect(socket_path(&self.dir))?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.set_write_timeout(Some(self.timeout))?;
+        Ok(Conn {
+            reader: BufReader::new(s.try_clone()?),
+            writer: BufWriter::new(s),
+        })
+    }
+
+    fn start_keeper(&self) -> Result<(), StoreError> {
+        let exe = std::env::current_exe().map_err(StoreError::Spawn)?;
+        let mut cmd = std::process::Command::new(exe);
+        if let Some(f) = &self.sources.file {
+            cmd.arg("-c").arg(f);
+        }
+        for o in &self.sources.overrides {
+            cmd.arg("-o").arg(o);
+        }
+        // Never hand the smtpd socket (our stdio) to a process that outlives the session.
+        cmd.arg("keeper")
+            .arg("--detach")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().map_err(StoreError::Spawn)?;
+        // The child forks the real keeper and exits at once; reap it.
+        child.wait().map_err(StoreError::Spawn)?;
+        Ok(())
+    }
+
+    /// Connects, starting a keeper if needed, and checks the keeper's version.
+    fn connect(&mut self) -> Result<Conn, StoreError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut retired = false;
+        loop {
+            let conn = match self.connect_once() {
+                Ok(c) => Some(c),
+                Err(_) => {
+                    // The store holds addresses: keep the directory private from the start.
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&self.dir)
+                        .map_err(|source| StoreError::StateDir {
+                            path: self.dir.display().to_string(),
+                            source,
+                        })?;
+                    let lock = StartLock::acquire(&self.dir, deadline, self.timeout)?;
+                    let c = match self.connect_once() {
+                        Ok(c) => c,
+                        Err(_) => {
+                            self.start_keeper()?;
+                            loop {
+                                if let Ok(c) = self.connect_once() {
+                                    break c;
+                                }
+                                if Instant::now() >= deadline {
+                                    return Err(StoreError::Timeout(self.timeout));
+                                }
+                                std::thread::sleep(Duration::from_millis(2));
+                            }
+                        }
+                    };
+                    drop(lock);
+                    Some(c)
+                }
+            };
+            let Some(mut c) = conn else { continue };
+            write_frame(&mut c.writer, &["HELLO", crate::VERSION]).map_err(StoreError::Io)?;
+            let reply = read_frame(&mut c.reader).map_err(StoreError::Io)?;
+            match reply.as_deref() {
+                Some([h, v]) if h == "HELLO" && v == crate::VERSION => return Ok(c),
+                Some([h, _]) if h == "HELLO" && !retired => {
+                    let _ = write_frame(&mut c.writer, &["RETIRE"]);
+                    let _ = read_frame(&mut c.reader);
+                    retired = true;
+                    // Give the old keeper a moment to remove its socket before we look.
+                    while socket_path(&self.dir).exists() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                other => {
+                    return Err(StoreError::Protocol(format!(
+                        "unexpected greeting {other:?}"
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout(self.timeout));
+            }
+        }
+    }
+
+    /// Sends one request and reads its reply, reconnecting once if the keeper went away
+    /// (it may have exited idle or been killed between two requests).
+    pub fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        if let Some(t) = self.retry_after {
+            if Instant::now() < t {
+                return Err(StoreError::Protocol(
+                    "keeper unavailable, not retrying yet".into(),
+                ));
+            }
+            self.retry_after = None;
+        }
+        for attempt in 0..2 {
+            let mut conn = match self.conn.take() {
+                Some(c) => c,
+                None => match self.connect() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.retry_after = Some(Instant::now() + Duration::from_secs(1));
+                        return Err(e);
+                    }
+                },
+            };
+            let result =
+                write_frame(&mut conn.writer, fields).and_then(|_| read_frame(&mut conn.reader));
+            match result {
+                Ok(Some(reply)) => {
+                    self.conn = Some(conn);
+                    return Ok(reply);
+                }
+                Ok(None) if attempt == 0 => continue,
+                Err(e)
+                    if attempt == 0
+                        && e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut =>
+                {
+                    continue;
+                }
+                Ok(None) => {
+                    return Err(StoreError::Protocol("keeper closed the connection".into()));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(StoreError::Timeout(self.timeout));
+                }
+                Err(e) => return Err(StoreError::Io(e)),
+            }
+        }
+        Err(StoreError::Protocol("keeper unavailable".into()))
+    }
+}
+
+impl Greylister for KeeperClient {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
+        let t = &q.timers;
+        let nums = [
+            t.delay_ms,
+            t.retry_window_ms,
+            t.max_age_ms,
+            u64::from(t.awl_clients),
+            t.awl_interval_ms,
+        ]
+        .map(|n| n.to_string());
+        let reply = self.call(&[
+            "GREY",
+            q.client_key,
+            q.sender,
+            q.recipient,
+            q.client_address,
+            &nums[0],
+            &nums[1],
+            &nums[2],
+            &nums[3],
+            &nums[4],
+        ])?;
+        parse_verdict(&reply)
+    }
+}
+
+fn parse_verdict(reply: &[String]) -> Result<Verdict, StoreError> {
+    let bad = || StoreError::Protocol(format!("unexpected reply {reply:?}"));
+    match reply {
+        [ok, reason, value] if ok == "OK" => {
+            let v: u64 = value.parse().map_err(|_| bad())?;
+            Ok(match reason.as_str() {
+                "new" => Verdict::New { remaining_ms: v },
+                "early-retry" => Verdict::EarlyRetry { remaining_ms: v },
+                "delayed" => Verdict::Delayed { waited_ms: v },
+                "triplet-known" => Verdict::Known,
+                "client-awl" => Verdict::ClientAwl,
+                _ => return Err(bad()),
+            })
+        }
+        [err, msg] if err == "ERR" => Err(StoreError::Db(msg.clone())),
+        _ => Err(bad()),
+    }
+}
+
+/// An exclusive flock on the start lock file, so concurrent instances start one keeper.
+struct StartLock(std::fs::File);
+
+impl StartLock {
+    fn acquire(
+        dir: &std::path::Path,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<StartLock, StoreError> {
+        let path = start_lock_path(dir);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::StateDir {
+                path: path.display().to_string(),
+                source,
+            })?;
+        loop {
+            // SAFETY: a valid open descriptor.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(StartLock(f));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for StartLock {
+    fn drop(&mut self) {
+        // SAFETY: a valid open descriptor.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

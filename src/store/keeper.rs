@@ -1,0 +1,423 @@
+//! The store keeper: the only process that opens sled. It serves greylist decisions to the
+//! spawn instances over a unix socket, expires entries a little at a time, and exits when idle.
+
+use std::io::{BufReader, BufWriter};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::wire::{read_frame, write_frame};
+use super::{StoreError, db_path, now_ms, socket_path};
+use crate::config::Config;
+use crate::greylist::decide::{self, AwlEntry, Entry, Timers, Verdict};
+use crate::logging;
+
+/// Entries examined per expiry step: small enough that a step never stalls decisions.
+const EXPIRY_STEP: usize = 500;
+
+struct Shared {
+    db: sled::Db,
+    triplets: sled::Tree,
+    awl: sled::Tree,
+    /// Serialises read-modify-write decisions across connection threads.
+    decide_lock: Mutex<()>,
+    active: AtomicUsize,
+    last_activity_ms: AtomicU64,
+    max_age_ms: u64,
+    socket: PathBuf,
+    socket_ino: u64,
+}
+
+impl Shared {
+    fn exit(&self, why: &str) -> ! {
+        let _ = self.db.flush();
+        // Only remove the socket if it is still ours; a successor may have bound a new one.
+        if std::fs::metadata(&self.socket).map(|m| m.ino()).ok() == Some(self.socket_ino) {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+        logging::info(&format!("keeper exiting: {why}"));
+        std::process::exit(0)
+    }
+}
+
+/// Detaches from the caller: a new session, stdio on /dev/null, and a fork so the keeper is
+/// nobody's child (the instance that started it reaps the intermediate process at once).
+/// Must run before any thread exists.
+pub fn detach() -> Result<(), StoreError> {
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(StoreError::Spawn)?;
+    // SAFETY: single-threaded at this point; fork/setsid/dup2 are async-signal-safe and the
+    // parent leaves at once with _exit.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(StoreError::Spawn(std::io::Error::last_os_error())),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        libc::setsid();
+        // Do not hold the caller's working directory (Postfix's queue directory) busy.
+        libc::chdir(c"/".as_ptr());
+        for fd in 0..3 {
+            libc::dup2(devnull.as_raw_fd(), fd);
+        }
+    }
+    logging::reset_pid();
+    Ok(())
+}
+
+/// When started by root (an administrator's command), run as the owner of the state
+/// directory so that the store and socket stay usable by the unprivileged instances.
+fn drop_privileges(dir: &Path) -> Result<(), StoreError> {
+    // SAFETY: plain libc calls without pointers.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir).map_err(|source| StoreError::StateDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above; group first, while we still may.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(meta.gid()) == 0
+            && libc::setuid(meta.uid()) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::StateDir {
+            path: dir.display().to_string(),
+            source: std::io::Error::last_os_error(),
+        })
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
+/// Opens the store. `Ok(None)`: another keeper holds it. A store sled cannot read is moved
+/// aside with a timestamp and a fresh one is started, so mail keeps flowing.
+fn open_store(dir: &Path, flush: Duration) -> Result<Option<sled::Db>, StoreError> {
+    let path = db_path(dir);
+    let flush_ms = flush.as_millis().max(1) as u64;
+    let open = || {
+        std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(&path)
+                .flush_every_ms(Some(flush_ms))
+                .cache_capacity(16 << 20)
+                .open()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut moved = false;
+    loop {
+        let failure = match open() {
+            Ok(Ok(db)) => return Ok(Some(db)),
+            Ok(Err(e)) if is_lock_error(&e) => {
+                // A retiring keeper releases the lock a moment after it says goodbye.
+                if std::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(StoreError::Open {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the store library panicked while opening it".to_string(),
+        };
+        if moved {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                message: failure,
+            });
+        }
+        let aside = dir.join(format!("store.corrupt-{}", now_ms() / 1000));
+        std::fs::rename(&path, &aside).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("{failure}; moving it aside failed: {e}"),
+        })?;
+        logging::error(&format!(
+            "store {} unreadable ({failure}): moved to {} and started a fresh store",
+            path.display(),
+            aside.display()
+        ));
+        moved = true;
+    }
+}
+
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writing and sized for SO_PEERCRED.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// Runs the keeper until it is idle, retired, or its socket is taken away.
+pub fn run(cfg: &Config) -> Result<(), StoreError> {
+    let dir = &cfg.state_directory;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|source| StoreError::StateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    drop_privileges(dir)?;
+    let Some(db) = open_store(dir, cfg.store_flush_interval)? else {
+        return Ok(());
+    };
+    let db_err = |e: sled::Error| StoreError::Db(e.to_string());
+    let triplets = db.open_tree("triplets").map_err(db_err)?;
+    let awl = db.open_tree("awl").map_err(db_err)?;
+
+    let sock = socket_path(dir);
+    // We hold the store lock, so a socket file left here belongs to a dead keeper.
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|source| StoreError::Socket {
+        path: sock.display().to_string(),
+        source,
+    })?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StoreError::Socket {
+            path: sock.display().to_string(),
+            source,
+        }
+    })?;
+    let socket_ino = std::fs::metadata(&sock)
+        .map(|m| m.ino())
+        .map_err(|source| StoreError::Socket {
+            path: sock.display().to_string(),
+            source,
+        })?;
+    logging::info(&format!("keeper started for {}", dir.display()));
+
+    let shared = Arc::new(Shared {
+        db,
+        triplets,
+        awl,
+        decide_lock: Mutex::new(()),
+        active: AtomicUsize::new(0),
+        last_activity_ms: AtomicU64::new(now_ms()),
+        max_age_ms: cfg.greylist_max_age.as_millis() as u64,
+        socket: sock,
+        socket_ino,
+    });
+    let idle = cfg.keeper_idle_timeout;
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || housekeeping(&shared, idle));
+    }
+    // SAFETY: plain libc call.
+    let me = unsafe { libc::geteuid() };
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        match peer_uid(&stream) {
+            Some(uid) if uid == me || uid == 0 => {}
+            other => {
+                logging::warning(&format!("keeper: refused a connection from uid {other:?}"));
+                continue;
+            }
+        }
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            if let Err(e) = serve_connection(&shared, stream) {
+                logging::warning(&format!("keeper: connection ended: {e}"));
+            }
+            shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    Ok(())
+}
+
+/// Idle exit, loss of the socket, and incremental expiry, once a second.
+fn housekeeping(shared: &Shared, idle: Duration) {
+    let mut cursors: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = now_ms();
+        let idle_for = now.saturating_sub(shared.last_activity_ms.load(Ordering::SeqCst));
+        if shared.active.load(Ordering::SeqCst) == 0 && idle_for >= idle.as_millis() as u64 {
+            shared.exit("idle");
+        }
+        match std::fs::metadata(&shared.socket) {
+            Ok(m) if m.ino() == shared.socket_ino => {}
+            _ => shared.exit("socket removed or replaced"),
+        }
+        expire_step(shared, &shared.triplets, &mut cursors[0], now, true);
+        expire_step(shared, &shared.awl, &mut cursors[1], now, false);
+    }
+}
+
+/// Looks at the next few entries after `cursor` and removes those past max age. A triplet
+/// that never passed is spam greylisting stopped: it gets a log line for fail2ban-style tools.
+fn expire_step(shared: &Shared, tree: &sled::Tree, cursor: &mut Vec<u8>, now: u64, triplets: bool) {
+    let mut seen = 0;
+    let mut last = None;
+    let range = tree.range::<&[u8], _>((
+        std::ops::Bound::Excluded(cursor.as_slice()),
+        std::ops::Bound::Unbounded,
+    ));
+    for item in range.take(EXPIRY_STEP) {
+        let Ok((k, v)) = item else { break };
+        seen += 1;
+        let last_seen = if triplets {
+            Entry::decode(&v).map(|e| (e.last, e.passed))
+        } else {
+            AwlEntry::decode(&v).map(|a| (a.last_seen, true))
+        };
+        let expired = match last_seen {
+            Some((l, _)) => now.saturating_sub(l) > shared.max_age_ms,
+            None => true,
+        };
+        if expired {
+            let _guard = shared.decide_lock.lock();
+            let _ = tree.remove(&k);
+            if triplets && matches!(last_seen, Some((_, false))) {
+                let mut parts = k.split(|&b| b == 0).map(String::from_utf8_lossy);
+                let (c, s, r) = (parts.next(), parts.next(), parts.next());
+                logging::info(&format!(
+                    "action=expired, reason=never-retried, client={}, sender={}, recipient={}",
+                    c.unwrap_or_default(),
+                    s.unwrap_or_default(),
+                    r.unwrap_or_default()
+                ));
+            }
+        }
+        last = Some(k.to_vec());
+    }
+    match last {
+        Some(k) if seen == EXPIRY_STEP => *cursor = k,
+        _ => cursor.clear(),
+    }
+}
+
+fn num(fields: &[String], i: usize) -> Result<u64, String> {
+    fields
+        .get(i)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| format!("field {i} missing or not a number"))
+}
+
+fn serve_connection(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = BufWriter::new(stream);
+    while let Some(fields) = read_frame(&mut reader)? {
+        shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+        let cmd = fields.first().map(String::as_str).unwrap_or("");
+        match cmd {
+            "HELLO" => write_frame(&mut writer, &["HELLO", crate::VERSION])?,
+            "RETIRE" => {
+                let _ = write_frame(&mut writer, &["BYE"]);
+                shared.exit("asked to retire by a client of another version");
+            }
+            "GREY" => match grey(shared, &fields) {
+                Ok((verdict, value)) => {
+                    write_frame(&mut writer, &["OK", verdict.reason(), &value.to_string()])?
+                }
+                Err(e) => write_frame(&mut writer, &["ERR", &e])?,
+            },
+            _ => write_frame(&mut writer, &["ERR", "unknown command"])?,
+        }
+    }
+    Ok(())
+}
+
+/// The atomic greylist decision: auto-whitelist, triplet timers, and the pass count.
+fn grey(shared: &Shared, f: &[String]) -> Result<(Verdict, u64), String> {
+    let [_, client_key, sender, recipient, address, ..] = f else {
+        return Err("GREY needs 9 fields".into());
+    };
+    let t = Timers {
+        delay_ms: num(f, 5)?,
+        retry_window_ms: num(f, 6)?,
+        max_age_ms: num(f, 7)?,
+        awl_clients: u32::try_from(num(f, 8)?).map_err(|e| e.to_string())?,
+        awl_interval_ms: num(f, 9)?,
+    };
+    let key = [
+        client_key.as_bytes(),
+        sender.as_bytes(),
+        recipient.as_bytes(),
+    ]
+    .join(&0u8);
+    let now = now_ms();
+    let err = |e: sled::Error| e.to_string();
+    let _guard = shared
+        .decide_lock
+        .lock()
+        .map_err(|_| "decision lock poisoned".to_string())?;
+    let awl_entry = if t.awl_clients > 0 {
+        shared
+            .awl
+            .get(address.as_bytes())
+            .map_err(err)?
+            .and_then(|v| AwlEntry::decode(&v))
+    } else {
+        None
+    };
+    if decide::awl_listed(awl_entry, now, &t) {
+        let updated = AwlEntry {
+            last_seen: now,
+            ..awl_entry.unwrap_or_default()
+        };
+        shared
+            .awl
+            .insert(address.as_bytes(), &updated.encode())
+            .map_err(err)?;
+        return Ok((Verdict::ClientAwl, 0));
+    }
+    let stored = shared
+        .triplets
+        .get(&key)
+        .map_err(err)?
+        .and_then(|v| Entry::decode(&v));
+    let (entry, verdict) = decide::decide_triplet(stored, now, &t);
+    shared.triplets.insert(key, &entry.encode()).map_err(err)?;
+    if verdict.passes() && t.awl_clients > 0 {
+        let counted = decide::awl_count(awl_entry, now, &t);
+        shared
+            .awl
+            .insert(address.as_bytes(), &counted.encode())
+            .map_err(err)?;
+    }
+    let value = match verdict {
+        Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => remaining_ms,
+        Verdict::Delayed { waited_ms } => waited_ms,
+        Verdict::Known | Verdict::ClientAwl => 0,
+    };
+    Ok((verdict, value))
+}
