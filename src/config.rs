@@ -270,7 +270,8 @@ fn parse_file(text: &str, name: &str, raw: &mut Raw) -> Result<(), ConfigError> 
     flush(current, raw)
 }
 
-/// Postfix time syntax: a number with an optional unit s, m, h, d or w (seconds if none).
+/// Postfix time syntax: a number with an optional unit ms, s, m, h, d or w (seconds if
+/// none).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -279,16 +280,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("bad time value {s:?}"));
     }
     let n: u64 = num.parse().map_err(|_| format!("bad time value {s:?}"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        _ => return Err(format!("bad time unit in {s:?} (use s, m, h, d or w)")),
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(format!("bad time unit in {s:?} (use ms, s, m, h, d or w)")),
     };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
         .ok_or_else(|| format!("time value too large: {s:?}"))
 }
 
@@ -583,6 +585,7 @@ mod tests {
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
         assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(604800));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("-5").is_err());
@@ -607,7 +610,7 @@ mod tests {
         let e = load_text("\ngreylist_delay = 10q\n", &[]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "test.conf:2: greylist_delay: bad time unit in \"10q\" (use s, m, h, d or w)"
+            "test.conf:2: greylist_delay: bad time unit in \"10q\" (use ms, s, m, h, d or w)"
         );
         let e = load_text("greylist_action = MAYBE\n", &[]).unwrap_err();
         assert_eq!(

@@ -60,11 +60,14 @@ pub fn init(facility: syslog::Facility, socket: PathBuf, foreground: bool) {
 pub fn reset_pid() {
     if let Ok(mut g) = SINK.lock()
         && let Some(Sink::Syslog {
-            logger, formatter, ..
+            logger,
+            formatter,
+            path,
+            ..
         }) = g.as_mut()
     {
         formatter.pid = std::process::id();
-        *logger = None;
+        *logger = syslog::unix_custom(formatter.clone(), &*path).ok();
     }
 }
 

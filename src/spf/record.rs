@@ -438,51 +438,55 @@ fn parse_macro_string(
     explanation: bool,
 ) -> Result<(MacroString, Option<&str>), SyntaxError> {
     let bad = || SyntaxError::BadMacro(text.to_string());
+    let bytes = text.as_bytes();
     let mut items = Vec::new();
     let mut literal = String::new();
-    let mut tail_start = Some(0);
-    let mut rest = text;
-    while let Some(pos) = rest.find('%') {
-        literal.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        let consumed_before = text.len() - rest.len() + pos;
-        match after.as_bytes().first() {
+    // Byte offset just after the last macro-expand ("%{...}", "%%", "%_" or "%-").
+    let mut after_expand = 0;
+    let mut pos = 0;
+    while let Some(&byte) = bytes.get(pos) {
+        if byte != b'%' {
+            let allowed = (b'!'..=b'~').contains(&byte) || (explanation && byte == b' ');
+            if !allowed {
+                return Err(bad());
+            }
+            literal.push(char::from(byte));
+            pos += 1;
+            continue;
+        }
+        match bytes.get(pos + 1) {
             Some(b'%') => literal.push('%'),
             Some(b'_') => literal.push(' '),
             Some(b'-') => literal.push_str("%20"),
             Some(b'{') => {
-                let close = after.find('}').ok_or_else(bad)?;
-                let item = parse_expand(&after[1..close], explanation).ok_or_else(bad)?;
+                let inner_start = pos + 2;
+                let close = text
+                    .get(inner_start..)
+                    .and_then(|rest| rest.find('}'))
+                    .ok_or_else(bad)?
+                    + inner_start;
+                let inner = text.get(inner_start..close).ok_or_else(bad)?;
+                let item = parse_expand(inner, explanation).ok_or_else(bad)?;
                 if !literal.is_empty() {
                     items.push(MacroItem::Literal(std::mem::take(&mut literal)));
                 }
                 items.push(item);
-                rest = &after[close + 1..];
-                tail_start = Some(text.len() - rest.len());
+                pos = close + 1;
+                after_expand = pos;
                 continue;
             }
             _ => return Err(bad()),
         }
-        rest = &after[1..];
-        // "%%", "%_" and "%-" are macro-expands too: the domain-end rule accepts them.
-        tail_start = if rest.is_empty() {
-            None
-        } else {
-            Some(consumed_before + 2)
-        };
+        pos += 2;
+        after_expand = pos;
     }
-    if rest.bytes().any(|b| !(b'!'..=b'~').contains(&b) && !(explanation && b == b' ')) {
-        return Err(bad());
-    }
-    literal.push_str(rest);
     if !literal.is_empty() {
         items.push(MacroItem::Literal(literal));
     }
-    let tail = match (tail_start, rest.is_empty()) {
-        // Ends right after a "%{...}" expand.
-        (Some(start), true) if start == text.len() && !text.is_empty() => None,
-        (Some(start), _) => text.get(start..),
-        (None, _) => None,
+    let tail = if after_expand > 0 && after_expand == text.len() {
+        None
+    } else {
+        text.get(after_expand..)
     };
     Ok((MacroString { items }, tail))
 }
