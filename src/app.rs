@@ -6,7 +6,8 @@ use std::io::Write;
 
 use clap::Parser;
 
-use crate::cli::{CheckArgs, Cli, Command};
+use crate::admin;
+use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
 use crate::config::{Config, Sources};
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
@@ -73,6 +74,50 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         }
         Some(Command::Check(args)) => check(&cfg, args),
+        Some(Command::Stats { json }) => admin_out(admin::stats(&cfg, json)),
+        Some(Command::List {
+            filter,
+            state,
+            json,
+        }) => admin_out(admin::list(&cfg, &selection(filter, state), json)),
+        Some(Command::Delete { filter, all }) => {
+            admin_out(admin::delete(&cfg, &selection(filter, None), all))
+        }
+        Some(Command::Purge) => admin_out(admin::purge(&cfg)),
+        Some(Command::Whitelist { action }) => admin_out(match action {
+            WhitelistAction::Add { network } => admin::whitelist(&cfg, "add", Some(&network)),
+            WhitelistAction::Remove { network } => admin::whitelist(&cfg, "remove", Some(&network)),
+            WhitelistAction::List => admin::whitelist(&cfg, "list", None),
+        }),
+    }
+}
+
+fn selection(f: FilterArgs, state: Option<String>) -> admin::Selection {
+    admin::Selection {
+        client: f.client,
+        sender: f.sender,
+        recipient: f.recipient,
+        state,
+        pattern: f.pattern,
+    }
+}
+
+/// Prints an admin command's output; its errors go to stderr (these commands are run by
+/// people, never under spawn).
+fn admin_out(r: Result<String, admin::AdminError>) -> i32 {
+    match r {
+        Ok(s) => {
+            print!("{s}");
+            EXIT_OK
+        }
+        Err(admin::AdminError::Usage(m)) => {
+            eprintln!("greyspf: {m}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("greyspf: {e}");
+            EXIT_RUNTIME
+        }
     }
 }
 

@@ -44,6 +44,64 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Show the counters kept in the store
+    Stats {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// List greylist entries
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Show only entries still being greylisted, or only those that passed
+        #[arg(long, value_parser = ["greylisted", "passed"])]
+        state: Option<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete greylist entries (the next request for them is new)
+    Delete {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Delete every entry (when no filter is given)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Expire old entries now instead of in small steps
+    Purge,
+    /// Client addresses or networks that skip greylisting, kept in the store
+    Whitelist {
+        #[command(subcommand)]
+        action: WhitelistAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Client address (matched as its greylisting network) or stored client key
+    #[arg(long, value_name = "ADDRESS")]
+    pub client: Option<String>,
+    /// Envelope sender (normalised as for greylisting)
+    #[arg(long, value_name = "ADDRESS")]
+    pub sender: Option<String>,
+    /// Envelope recipient (normalised as for greylisting)
+    #[arg(long, value_name = "ADDRESS")]
+    pub recipient: Option<String>,
+    /// Regular expression matched against "client sender recipient"
+    #[arg(long, value_name = "REGEX")]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WhitelistAction {
+    /// Add an address or network
+    Add { network: String },
+    /// Remove an address or network
+    Remove { network: String },
+    /// List the entries
+    List,
 }
 
 #[derive(Debug, Args)]

@@ -152,9 +152,11 @@ pub fn decide(
     } else if let Some(ip) = ip {
         if whitelists.recipient_listed(&req.recipient) {
             fields = base("pass", "recipient-whitelist");
+            store.count("whitelist_recipient_hits");
             action = "DUNNO".into();
         } else if whitelists.client_listed(Some(ip), &req.client_name) {
             fields = base("pass", "client-whitelist");
+            store.count("whitelist_client_hits");
             action = "DUNNO".into();
         } else {
             let client_key =
@@ -192,7 +194,9 @@ pub fn decide(
                                 "DUNNO".into()
                             }
                         }
-                        Verdict::Known | Verdict::ClientAwl => "DUNNO".into(),
+                        Verdict::Known | Verdict::ClientAwl | Verdict::Whitelisted => {
+                            "DUNNO".into()
+                        }
                     };
                 }
                 Err(e) => {

@@ -84,6 +84,8 @@ pub enum Verdict {
     Known,
     /// The client address is on the auto-whitelist.
     ClientAwl,
+    /// The client address is on the whitelist the administrator keeps in the store.
+    Whitelisted,
 }
 
 impl Verdict {
@@ -102,6 +104,7 @@ impl Verdict {
             Verdict::Delayed { .. } => "delayed",
             Verdict::Known => "triplet-known",
             Verdict::ClientAwl => "client-awl",
+            Verdict::Whitelisted => "store-whitelist",
         }
     }
 }

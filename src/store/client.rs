@@ -28,6 +28,8 @@ pub struct GreyQuery<'a> {
 /// Anything that can answer greylist questions: the keeper, or a test double.
 pub trait Greylister {
     fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError>;
+    /// Adds to counters the keeper cannot see for itself (whitelist hits, SPF results).
+    fn count(&mut self, _name: &str) {}
 }
 
 struct Conn {
@@ -43,6 +45,8 @@ pub struct KeeperClient {
     /// After a failed start, later requests do not try again before this instant, so a
     /// broken store costs one timeout per interval, not one per request.
     retry_after: Option<Instant>,
+    /// Store failures seen while the keeper was away, reported when it is back.
+    pending_failures: u64,
 }
 
 impl KeeperClient {
@@ -53,6 +57,7 @@ impl KeeperClient {
             timeout: cfg.store_timeout,
             conn: None,
             retry_after: None,
+            pending_failures: 0,
         }
     }
 
@@ -153,6 +158,14 @@ impl KeeperClient {
     /// Sends one request and reads its reply, reconnecting once if the keeper went away
     /// (it may have exited idle or been killed between two requests).
     pub fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        let r = self.call_inner(fields);
+        if r.is_err() && fields.first() == Some(&"GREY") {
+            self.pending_failures += 1;
+        }
+        r
+    }
+
+    fn call_inner(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
         if let Some(t) = self.retry_after {
             if Instant::now() < t {
                 return Err(StoreError::Protocol(
@@ -206,6 +219,21 @@ impl KeeperClient {
 }
 
 impl Greylister for KeeperClient {
+    fn count(&mut self, name: &str) {
+        // Counting is best effort: it must never cost a request its answer.
+        if self.pending_failures > 0 {
+            let n = self.pending_failures.to_string();
+            if self
+                .call(&["COUNT", name, "1", "store_failures", &n])
+                .is_ok()
+            {
+                self.pending_failures = 0;
+            }
+        } else {
+            let _ = self.call(&["COUNT", name, "1"]);
+        }
+    }
+
     fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
         let t = &q.timers;
         let nums = [
@@ -228,7 +256,14 @@ impl Greylister for KeeperClient {
             &nums[3],
             &nums[4],
         ])?;
-        parse_verdict(&reply)
+        let v = parse_verdict(&reply);
+        if v.is_ok() && self.pending_failures > 0 {
+            let n = self.pending_failures.to_string();
+            if self.call(&["COUNT", "store_failures", &n]).is_ok() {
+                self.pending_failures = 0;
+            }
+        }
+        v
     }
 }
 
@@ -243,6 +278,7 @@ fn parse_verdict(reply: &[String]) -> Result<Verdict, StoreError> {
                 "delayed" => Verdict::Delayed { waited_ms: v },
                 "triplet-known" => Verdict::Known,
                 "client-awl" => Verdict::ClientAwl,
+                "store-whitelist" => Verdict::Whitelisted,
                 _ => return Err(bad()),
             })
         }
@@ -261,11 +297,16 @@ impl StartLock {
         timeout: Duration,
     ) -> Result<StartLock, StoreError> {
         let path = start_lock_path(dir);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        // flock works on a read-only descriptor, so a lock file that root created for an
+        // admin command stays usable by the unprivileged instances.
+        let f = std::fs::File::open(&path)
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
             .map_err(|source| StoreError::StateDir {
                 path: path.display().to_string(),
                 source,

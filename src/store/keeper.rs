@@ -6,25 +6,23 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::db::{Db, Filter, instance_counter};
 use super::wire::{read_frame, write_frame};
 use super::{StoreError, db_path, now_ms, socket_path};
 use crate::config::Config;
-use crate::greylist::decide::{self, AwlEntry, Entry, Timers, Verdict};
+use crate::greylist::decide::{Timers, Verdict};
 use crate::logging;
+use crate::net::Network;
 
 /// Entries examined per expiry step: small enough that a step never stalls decisions.
 const EXPIRY_STEP: usize = 500;
 
 struct Shared {
-    db: sled::Db,
-    triplets: sled::Tree,
-    awl: sled::Tree,
-    /// Serialises read-modify-write decisions across connection threads.
-    decide_lock: Mutex<()>,
+    db: Db,
     active: AtomicUsize,
     last_activity_ms: AtomicU64,
     max_age_ms: u64,
@@ -34,7 +32,7 @@ struct Shared {
 
 impl Shared {
     fn exit(&self, why: &str) -> ! {
-        let _ = self.db.flush();
+        self.db.flush();
         // Only remove the socket if it is still ours; a successor may have bound a new one.
         if std::fs::metadata(&self.socket).map(|m| m.ino()).ok() == Some(self.socket_ino) {
             let _ = std::fs::remove_file(&self.socket);
@@ -197,9 +195,7 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
     let Some(db) = open_store(dir, cfg.store_flush_interval)? else {
         return Ok(());
     };
-    let db_err = |e: sled::Error| StoreError::Db(e.to_string());
-    let triplets = db.open_tree("triplets").map_err(db_err)?;
-    let awl = db.open_tree("awl").map_err(db_err)?;
+    let db = Db::new(db, dir, cfg.greylist_privacy).map_err(StoreError::Db)?;
 
     let sock = socket_path(dir);
     // We hold the store lock, so a socket file left here belongs to a dead keeper.
@@ -224,9 +220,6 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
 
     let shared = Arc::new(Shared {
         db,
-        triplets,
-        awl,
-        decide_lock: Mutex::new(()),
         active: AtomicUsize::new(0),
         last_activity_ms: AtomicU64::new(now_ms()),
         max_age_ms: cfg.greylist_max_age.as_millis() as u64,
@@ -263,7 +256,7 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Idle exit, loss of the socket, and incremental expiry, once a second.
+/// Idle exit, loss of the socket, counters to disk, and incremental expiry.
 fn housekeeping(shared: &Shared, idle: Duration) {
     let mut cursors: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     loop {
@@ -277,51 +270,26 @@ fn housekeeping(shared: &Shared, idle: Duration) {
             Ok(m) if m.ino() == shared.socket_ino => {}
             _ => shared.exit("socket removed or replaced"),
         }
-        expire_step(shared, &shared.triplets, &mut cursors[0], now, true);
-        expire_step(shared, &shared.awl, &mut cursors[1], now, false);
+        shared.db.persist_counters();
+        log_expired(
+            shared
+                .db
+                .expire(&mut cursors, now, shared.max_age_ms, EXPIRY_STEP),
+        );
     }
 }
 
-/// Looks at the next few entries after `cursor` and removes those past max age. A triplet
-/// that never passed is spam greylisting stopped: it gets a log line for fail2ban-style tools.
-fn expire_step(shared: &Shared, tree: &sled::Tree, cursor: &mut Vec<u8>, now: u64, triplets: bool) {
-    let mut seen = 0;
-    let mut last = None;
-    let range = tree.range::<&[u8], _>((
-        std::ops::Bound::Excluded(cursor.as_slice()),
-        std::ops::Bound::Unbounded,
-    ));
-    for item in range.take(EXPIRY_STEP) {
-        let Ok((k, v)) = item else { break };
-        seen += 1;
-        let last_seen = if triplets {
-            Entry::decode(&v).map(|e| (e.last, e.passed))
-        } else {
-            AwlEntry::decode(&v).map(|a| (a.last_seen, true))
-        };
-        let expired = match last_seen {
-            Some((l, _)) => now.saturating_sub(l) > shared.max_age_ms,
-            None => true,
-        };
-        if expired {
-            let _guard = shared.decide_lock.lock();
-            let _ = tree.remove(&k);
-            if triplets && matches!(last_seen, Some((_, false))) {
-                let mut parts = k.split(|&b| b == 0).map(String::from_utf8_lossy);
-                let (c, s, r) = (parts.next(), parts.next(), parts.next());
-                logging::info(&format!(
-                    "action=expired, reason=never-retried, client={}, sender={}, recipient={}",
-                    c.unwrap_or_default(),
-                    s.unwrap_or_default(),
-                    r.unwrap_or_default()
-                ));
-            }
-        }
-        last = Some(k.to_vec());
-    }
-    match last {
-        Some(k) if seen == EXPIRY_STEP => *cursor = k,
-        _ => cursor.clear(),
+/// A triplet that expired without ever passing is spam that greylisting stopped: one line
+/// each, for fail2ban-style tools.
+fn log_expired(never: Vec<String>) {
+    for t in never {
+        let mut parts = t.splitn(3, ' ');
+        logging::info(&format!(
+            "action=expired, reason=never-retried, client={}, sender={}, recipient={}",
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("")
+        ));
     }
 }
 
@@ -332,92 +300,134 @@ fn num(fields: &[String], i: usize) -> Result<u64, String> {
         .ok_or_else(|| format!("field {i} missing or not a number"))
 }
 
+fn field(fields: &[String], i: usize) -> &str {
+    fields.get(i).map(String::as_str).unwrap_or("")
+}
+
+fn filter(fields: &[String]) -> Result<Filter, String> {
+    let pattern = match field(fields, 5) {
+        "" => None,
+        p => Some(
+            regex::RegexBuilder::new(p)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| format!("bad pattern: {e}"))?,
+        ),
+    };
+    Ok(Filter {
+        client: field(fields, 1).to_string(),
+        sender: field(fields, 2).to_string(),
+        recipient: field(fields, 3).to_string(),
+        state: field(fields, 4).to_string(),
+        pattern,
+    })
+}
+
+fn network(fields: &[String]) -> Result<Network, String> {
+    field(fields, 1).parse::<Network>()
+}
+
+/// Answers one request frame.
+fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
+    let ok = |rest: Vec<String>| {
+        let mut v = vec!["OK".to_string()];
+        v.extend(rest);
+        v
+    };
+    match field(f, 0) {
+        "HELLO" => Ok(vec!["HELLO".into(), crate::VERSION.into()]),
+        "GREY" => {
+            let t = Timers {
+                delay_ms: num(f, 5)?,
+                retry_window_ms: num(f, 6)?,
+                max_age_ms: num(f, 7)?,
+                awl_clients: u32::try_from(num(f, 8)?).map_err(|e| e.to_string())?,
+                awl_interval_ms: num(f, 9)?,
+            };
+            let v = shared.db.grey(
+                field(f, 1),
+                field(f, 2),
+                field(f, 3),
+                field(f, 4),
+                &t,
+                now_ms(),
+            )?;
+            let value = match v {
+                Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => {
+                    remaining_ms
+                }
+                Verdict::Delayed { waited_ms } => waited_ms,
+                _ => 0,
+            };
+            Ok(ok(vec![v.reason().into(), value.to_string()]))
+        }
+        "COUNT" => {
+            for pair in f[1..].chunks(2) {
+                if let [name, n] = pair
+                    && instance_counter(name)
+                {
+                    shared.db.count(name, n.parse().map_err(|_| "bad count")?);
+                }
+            }
+            Ok(ok(vec![]))
+        }
+        "STATS" => Ok(ok(shared
+            .db
+            .stats()
+            .into_iter()
+            .flat_map(|(k, v)| [k, v.to_string()])
+            .collect())),
+        "LIST" => {
+            let limit = num(f, 6).unwrap_or(u64::MAX) as usize;
+            let rows = shared.db.list(&filter(f)?, limit);
+            Ok(ok(rows
+                .into_iter()
+                .flat_map(|r| {
+                    [
+                        r.client,
+                        r.sender,
+                        r.recipient,
+                        r.entry.first.to_string(),
+                        r.entry.last.to_string(),
+                        u8::from(r.entry.passed).to_string(),
+                    ]
+                })
+                .collect()))
+        }
+        "DELETE" => Ok(ok(vec![shared.db.delete(&filter(f)?)?.to_string()])),
+        "PURGE" => {
+            let mut cursors = [Vec::new(), Vec::new()];
+            let never = shared
+                .db
+                .expire(&mut cursors, now_ms(), shared.max_age_ms, usize::MAX);
+            let n = never.len();
+            log_expired(never);
+            Ok(ok(vec![n.to_string()]))
+        }
+        "WLADD" => Ok(ok(vec![
+            u8::from(shared.db.whitelist_add(&network(f)?)?).to_string(),
+        ])),
+        "WLDEL" => Ok(ok(vec![
+            u8::from(shared.db.whitelist_remove(&network(f)?)?).to_string(),
+        ])),
+        "WLLIST" => Ok(ok(shared.db.whitelist_list())),
+        "KEY" => Ok(ok(f[1..].iter().map(|s| shared.db.key_part(s)).collect())),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
 fn serve_connection(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
     while let Some(fields) = read_frame(&mut reader)? {
         shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
-        let cmd = fields.first().map(String::as_str).unwrap_or("");
-        match cmd {
-            "HELLO" => write_frame(&mut writer, &["HELLO", crate::VERSION])?,
-            "RETIRE" => {
-                let _ = write_frame(&mut writer, &["BYE"]);
-                shared.exit("asked to retire by a client of another version");
-            }
-            "GREY" => match grey(shared, &fields) {
-                Ok((verdict, value)) => {
-                    write_frame(&mut writer, &["OK", verdict.reason(), &value.to_string()])?
-                }
-                Err(e) => write_frame(&mut writer, &["ERR", &e])?,
-            },
-            _ => write_frame(&mut writer, &["ERR", "unknown command"])?,
+        if fields.first().map(String::as_str) == Some("RETIRE") {
+            let _ = write_frame(&mut writer, &["BYE"]);
+            shared.exit("asked to retire by a client of another version");
         }
+        let reply = handle(shared, &fields).unwrap_or_else(|e| vec!["ERR".into(), e]);
+        let refs: Vec<&str> = reply.iter().map(String::as_str).collect();
+        write_frame(&mut writer, &refs)?;
     }
     Ok(())
-}
-
-/// The atomic greylist decision: auto-whitelist, triplet timers, and the pass count.
-fn grey(shared: &Shared, f: &[String]) -> Result<(Verdict, u64), String> {
-    let [_, client_key, sender, recipient, address, ..] = f else {
-        return Err("GREY needs 9 fields".into());
-    };
-    let t = Timers {
-        delay_ms: num(f, 5)?,
-        retry_window_ms: num(f, 6)?,
-        max_age_ms: num(f, 7)?,
-        awl_clients: u32::try_from(num(f, 8)?).map_err(|e| e.to_string())?,
-        awl_interval_ms: num(f, 9)?,
-    };
-    let key = [
-        client_key.as_bytes(),
-        sender.as_bytes(),
-        recipient.as_bytes(),
-    ]
-    .join(&0u8);
-    let now = now_ms();
-    let err = |e: sled::Error| e.to_string();
-    let _guard = shared
-        .decide_lock
-        .lock()
-        .map_err(|_| "decision lock poisoned".to_string())?;
-    let awl_entry = if t.awl_clients > 0 {
-        shared
-            .awl
-            .get(address.as_bytes())
-            .map_err(err)?
-            .and_then(|v| AwlEntry::decode(&v))
-    } else {
-        None
-    };
-    if decide::awl_listed(awl_entry, now, &t) {
-        let updated = AwlEntry {
-            last_seen: now,
-            ..awl_entry.unwrap_or_default()
-        };
-        shared
-            .awl
-            .insert(address.as_bytes(), &updated.encode())
-            .map_err(err)?;
-        return Ok((Verdict::ClientAwl, 0));
-    }
-    let stored = shared
-        .triplets
-        .get(&key)
-        .map_err(err)?
-        .and_then(|v| Entry::decode(&v));
-    let (entry, verdict) = decide::decide_triplet(stored, now, &t);
-    shared.triplets.insert(key, &entry.encode()).map_err(err)?;
-    if verdict.passes() && t.awl_clients > 0 {
-        let counted = decide::awl_count(awl_entry, now, &t);
-        shared
-            .awl
-            .insert(address.as_bytes(), &counted.encode())
-            .map_err(err)?;
-    }
-    let value = match verdict {
-        Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => remaining_ms,
-        Verdict::Delayed { waited_ms } => waited_ms,
-        Verdict::Known | Verdict::ClientAwl => 0,
-    };
-    Ok((verdict, value))
 }

@@ -2,6 +2,7 @@
 //! clients over a unix socket in the state directory.
 
 pub mod client;
+pub mod db;
 pub mod keeper;
 pub mod wire;
 

@@ -1,0 +1,491 @@
+//! The store's contents and every operation on them: greylist decisions, counters,
+//! listing, deletion, the administrator's whitelist, expiry, and keyed hashing of keys in
+//! privacy mode. Only the keeper holds a `Db`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::greylist::decide::{self, AwlEntry, Entry, Timers, Verdict};
+use crate::net::Network;
+
+/// Every counter `stats` reports, in the order it prints them.
+pub const COUNTERS: &[&str] = &[
+    "requests",
+    "new",
+    "early_retry",
+    "passed_after_delay",
+    "passed_known",
+    "awl_hits",
+    "awl_added",
+    "whitelist_client_hits",
+    "whitelist_recipient_hits",
+    "store_whitelist_hits",
+    "store_failures",
+    "expired_never_passed",
+    "expired_passed",
+    "delay_le_5m",
+    "delay_le_10m",
+    "delay_le_30m",
+    "delay_le_1h",
+    "delay_le_4h",
+    "delay_le_1d",
+    "delay_gt_1d",
+];
+
+/// Counters the instances may report (the keeper counts the rest itself).
+pub fn instance_counter(name: &str) -> bool {
+    matches!(
+        name,
+        "whitelist_client_hits" | "whitelist_recipient_hits" | "store_failures"
+    ) || (name.starts_with("spf_")
+        && name.len() < 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+}
+
+fn delay_bucket(ms: u64) -> &'static str {
+    match ms / 1000 {
+        0..=300 => "delay_le_5m",
+        301..=600 => "delay_le_10m",
+        601..=1800 => "delay_le_30m",
+        1801..=3600 => "delay_le_1h",
+        3601..=14400 => "delay_le_4h",
+        14401..=86400 => "delay_le_1d",
+        _ => "delay_gt_1d",
+    }
+}
+
+/// One triplet as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub client: String,
+    pub sender: String,
+    pub recipient: String,
+    pub entry: Entry,
+}
+
+/// Which triplets `list` and `delete` act on; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub client: String,
+    pub sender: String,
+    pub recipient: String,
+    /// `greylisted` or `passed`
+    pub state: String,
+    pub pattern: Option<regex::Regex>,
+}
+
+pub struct Db {
+    db: sled::Db,
+    triplets: sled::Tree,
+    awl: sled::Tree,
+    whitelist: sled::Tree,
+    counters_tree: sled::Tree,
+    /// Counters live in memory and are written out by `persist_counters`, so a decision
+    /// costs no extra write.
+    counters: Mutex<BTreeMap<String, u64>>,
+    /// The administrator's whitelist, cached for matching.
+    whitelist_nets: Mutex<Vec<Network>>,
+    /// Serialises read-modify-write decisions.
+    lock: Mutex<()>,
+    secret: Option<Vec<u8>>,
+}
+
+type DbResult<T> = Result<T, String>;
+
+fn err(e: sled::Error) -> String {
+    e.to_string()
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(data);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Reads the per-install secret, creating it (mode 0600) on first use.
+fn load_secret(dir: &Path) -> DbResult<Vec<u8>> {
+    let path = dir.join("privacy.secret");
+    match std::fs::read(&path) {
+        Ok(s) if s.len() >= 32 => return Ok(s),
+        Ok(_) => return Err(format!("{}: secret too short", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", path.display()));
+        }
+        Err(_) => {}
+    }
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(&secret)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(secret)
+}
+
+impl Db {
+    pub fn new(db: sled::Db, dir: &Path, privacy: bool) -> DbResult<Db> {
+        let triplets = db.open_tree("triplets").map_err(err)?;
+        let awl = db.open_tree("awl").map_err(err)?;
+        let whitelist = db.open_tree("whitelist").map_err(err)?;
+        let counters_tree = db.open_tree("counters").map_err(err)?;
+        let mut counters = BTreeMap::new();
+        for item in counters_tree.iter() {
+            let (k, v) = item.map_err(err)?;
+            if let (Ok(k), Ok(v)) = (
+                String::from_utf8(k.to_vec()),
+                <[u8; 8]>::try_from(v.as_ref()),
+            ) {
+                counters.insert(k, u64::from_be_bytes(v));
+            }
+        }
+        let secret = if privacy {
+            Some(load_secret(dir)?)
+        } else {
+            None
+        };
+        let d = Db {
+            db,
+            triplets,
+            awl,
+            whitelist,
+            counters_tree,
+            counters: Mutex::new(counters),
+            whitelist_nets: Mutex::new(Vec::new()),
+            lock: Mutex::new(()),
+            secret,
+        };
+        d.reload_whitelist()?;
+        Ok(d)
+    }
+
+    /// A key part as stored: the value itself, or its keyed hash in privacy mode.
+    pub fn key_part(&self, s: &str) -> String {
+        match &self.secret {
+            None => s.to_string(),
+            Some(k) => hmac_sha256(k, s.as_bytes())[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
+    fn triplet_key(&self, client: &str, sender: &str, recipient: &str) -> Vec<u8> {
+        [
+            self.key_part(client),
+            self.key_part(sender),
+            self.key_part(recipient),
+        ]
+        .join("\0")
+        .into_bytes()
+    }
+
+    pub fn count(&self, name: &str, n: u64) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry(name.to_string()).or_insert(0) += n;
+        }
+    }
+
+    pub fn flush(&self) {
+        self.persist_counters();
+        let _ = self.db.flush();
+    }
+
+    pub fn persist_counters(&self) {
+        let snapshot = match self.counters.lock() {
+            Ok(c) => c.clone(),
+            Err(_) => return,
+        };
+        for (k, v) in snapshot {
+            let _ = self.counters_tree.insert(k.as_bytes(), &v.to_be_bytes());
+        }
+    }
+
+    fn reload_whitelist(&self) -> DbResult<()> {
+        let mut nets = Vec::new();
+        for item in self.whitelist.iter() {
+            let (k, _) = item.map_err(err)?;
+            if let Some(n) = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| s.parse::<Network>().ok())
+            {
+                nets.push(n);
+            }
+        }
+        if let Ok(mut w) = self.whitelist_nets.lock() {
+            *w = nets;
+        }
+        Ok(())
+    }
+
+    /// The atomic greylist decision: administrator's whitelist, auto-whitelist, triplet
+    /// timers, and the pass count, with the counters that go with them.
+    pub fn grey(
+        &self,
+        client: &str,
+        sender: &str,
+        recipient: &str,
+        address: &str,
+        t: &Timers,
+        now: u64,
+    ) -> DbResult<Verdict> {
+        self.count("requests", 1);
+        let ip = address.parse::<std::net::IpAddr>().ok();
+        let listed = ip.is_some_and(|ip| {
+            self.whitelist_nets
+                .lock()
+                .map(|w| w.iter().any(|n| n.contains(ip)))
+                .unwrap_or(false)
+        });
+        if listed {
+            self.count("store_whitelist_hits", 1);
+            return Ok(Verdict::Whitelisted);
+        }
+        let key = self.triplet_key(client, sender, recipient);
+        let awl_key = self.key_part(address);
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| "decision lock poisoned".to_string())?;
+        let awl_entry = if t.awl_clients > 0 {
+            self.awl
+                .get(awl_key.as_bytes())
+                .map_err(err)?
+                .and_then(|v| AwlEntry::decode(&v))
+        } else {
+            None
+        };
+        if decide::awl_listed(awl_entry, now, t) {
+            let updated = AwlEntry {
+                last_seen: now,
+                ..awl_entry.unwrap_or_default()
+            };
+            self.awl
+                .insert(awl_key.as_bytes(), &updated.encode())
+                .map_err(err)?;
+            self.count("awl_hits", 1);
+            return Ok(Verdict::ClientAwl);
+        }
+        let stored = self
+            .triplets
+            .get(&key)
+            .map_err(err)?
+            .and_then(|v| Entry::decode(&v));
+        let (entry, verdict) = decide::decide_triplet(stored, now, t);
+        self.triplets.insert(key, &entry.encode()).map_err(err)?;
+        if verdict.passes() && t.awl_clients > 0 {
+            let counted = decide::awl_count(awl_entry, now, t);
+            self.awl
+                .insert(awl_key.as_bytes(), &counted.encode())
+                .map_err(err)?;
+            if counted.count == t.awl_clients && awl_entry.is_none_or(|a| a.count < t.awl_clients) {
+                self.count("awl_added", 1);
+            }
+        }
+        match verdict {
+            Verdict::New { .. } => self.count("new", 1),
+            Verdict::EarlyRetry { .. } => self.count("early_retry", 1),
+            Verdict::Delayed { waited_ms } => {
+                self.count("passed_after_delay", 1);
+                self.count(delay_bucket(waited_ms), 1);
+            }
+            Verdict::Known => self.count("passed_known", 1),
+            Verdict::ClientAwl | Verdict::Whitelisted => {}
+        }
+        Ok(verdict)
+    }
+
+    /// Counter values (every known counter, zero if never counted) and store sizes.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let c = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut out: Vec<(String, u64)> = COUNTERS
+            .iter()
+            .map(|k| (k.to_string(), c.get(*k).copied().unwrap_or(0)))
+            .collect();
+        for (k, v) in &c {
+            if !COUNTERS.contains(&k.as_str()) {
+                out.push((k.clone(), *v));
+            }
+        }
+        out.push(("triplets".into(), self.triplets.len() as u64));
+        out.push(("auto_whitelisted_clients".into(), self.awl.len() as u64));
+        out.push((
+            "store_whitelist_entries".into(),
+            self.whitelist.len() as u64,
+        ));
+        out.push(("store_bytes".into(), self.db.size_on_disk().unwrap_or(0)));
+        out
+    }
+
+    fn matching(&self, f: &Filter) -> impl Iterator<Item = (sled::IVec, Row)> + '_ {
+        let (client, sender, recipient) = (
+            (!f.client.is_empty()).then(|| self.key_part(&f.client)),
+            (!f.sender.is_empty()).then(|| self.key_part(&f.sender)),
+            (!f.recipient.is_empty()).then(|| self.key_part(&f.recipient)),
+        );
+        let state = f.state.clone();
+        let pattern = f.pattern.clone();
+        self.triplets.iter().filter_map(move |item| {
+            let (k, v) = item.ok()?;
+            let entry = Entry::decode(&v)?;
+            let text = String::from_utf8_lossy(&k).to_string();
+            let mut parts = text.splitn(3, '\0');
+            let row = Row {
+                client: parts.next()?.to_string(),
+                sender: parts.next()?.to_string(),
+                recipient: parts.next()?.to_string(),
+                entry,
+            };
+            let ok = client.as_ref().is_none_or(|c| *c == row.client)
+                && sender.as_ref().is_none_or(|s| *s == row.sender)
+                && recipient.as_ref().is_none_or(|r| *r == row.recipient)
+                && match state.as_str() {
+                    "greylisted" => !entry.passed,
+                    "passed" => entry.passed,
+                    _ => true,
+                }
+                && pattern.as_ref().is_none_or(|p| {
+                    p.is_match(&format!("{} {} {}", row.client, row.sender, row.recipient))
+                });
+            ok.then_some((k, row))
+        })
+    }
+
+    pub fn list(&self, f: &Filter, limit: usize) -> Vec<Row> {
+        self.matching(f).take(limit).map(|(_, r)| r).collect()
+    }
+
+    pub fn delete(&self, f: &Filter) -> DbResult<u64> {
+        let keys: Vec<sled::IVec> = self.matching(f).map(|(k, _)| k).collect();
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| "decision lock poisoned".to_string())?;
+        let mut n = 0;
+        for k in keys {
+            if self.triplets.remove(k).map_err(err)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn whitelist_add(&self, net: &Network) -> DbResult<bool> {
+        let added = self
+            .whitelist
+            .insert(net.to_string().as_bytes(), &[])
+            .map_err(err)?
+            .is_none();
+        self.reload_whitelist()?;
+        Ok(added)
+    }
+
+    pub fn whitelist_remove(&self, net: &Network) -> DbResult<bool> {
+        let removed = self
+            .whitelist
+            .remove(net.to_string().as_bytes())
+            .map_err(err)?
+            .is_some();
+        self.reload_whitelist()?;
+        Ok(removed)
+    }
+
+    pub fn whitelist_list(&self) -> Vec<String> {
+        self.whitelist
+            .iter()
+            .filter_map(|i| i.ok().and_then(|(k, _)| String::from_utf8(k.to_vec()).ok()))
+            .collect()
+    }
+
+    /// Removes up to `step` entries past max age after `cursor` (all when `step` is
+    /// `usize::MAX`); returns the triplets that expired without ever passing, for the log.
+    pub fn expire(
+        &self,
+        cursors: &mut [Vec<u8>; 2],
+        now: u64,
+        max_age_ms: u64,
+        step: usize,
+    ) -> Vec<String> {
+        let mut never = Vec::new();
+        for (tree_no, tree) in [&self.triplets, &self.awl].into_iter().enumerate() {
+            let cursor = &mut cursors[tree_no];
+            let mut seen = 0;
+            let mut last = None;
+            let range = tree.range::<&[u8], _>((
+                std::ops::Bound::Excluded(cursor.as_slice()),
+                std::ops::Bound::Unbounded,
+            ));
+            for item in range.take(step) {
+                let Ok((k, v)) = item else { break };
+                seen += 1;
+                let state = if tree_no == 0 {
+                    Entry::decode(&v).map(|e| (e.last, e.passed))
+                } else {
+                    AwlEntry::decode(&v).map(|a| (a.last_seen, true))
+                };
+                let expired = state.is_none_or(|(l, _)| now.saturating_sub(l) > max_age_ms);
+                if expired {
+                    let Ok(_guard) = self.lock.lock() else { break };
+                    let _ = tree.remove(&k);
+                    if tree_no == 0 {
+                        if matches!(state, Some((_, false))) {
+                            self.count("expired_never_passed", 1);
+                            let text = String::from_utf8_lossy(&k).replace('\0', " ");
+                            never.push(text);
+                        } else {
+                            self.count("expired_passed", 1);
+                        }
+                    }
+                }
+                last = Some(k.to_vec());
+            }
+            match last {
+                Some(k) if seen == step => *cursor = k,
+                _ => cursor.clear(),
+            }
+        }
+        never
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn delay_buckets() {
+        assert_eq!(delay_bucket(300_000), "delay_le_5m");
+        assert_eq!(delay_bucket(301_000), "delay_le_10m");
+        assert_eq!(delay_bucket(90_000_000), "delay_gt_1d");
+    }
+}
