@@ -661,3 +661,48 @@ fn exit_codes_and_check_config() {
         (0, format!("greyspf {}\n", env!("CARGO_PKG_VERSION")))
     );
 }
+
+#[test]
+fn keeper_of_another_version_is_asked_to_retire() {
+    use std::io::{Read, Write};
+    let t = TestDir::new("retire");
+    std::fs::create_dir_all(t.state()).unwrap();
+    let sock = t.state().join("keeper.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let fake = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut frames = Vec::new();
+        for reply in [&b"HELLO\x000.0.1-old"[..], b"BYE"] {
+            let mut len = [0u8; 4];
+            c.read_exact(&mut len).unwrap();
+            let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+            c.read_exact(&mut buf).unwrap();
+            frames.push(String::from_utf8(buf).unwrap().replace('\0', " "));
+            c.write_all(&(reply.len() as u32).to_be_bytes()).unwrap();
+            c.write_all(reply).unwrap();
+            if reply == b"BYE" {
+                // An old keeper removes its socket as it leaves.
+                std::fs::remove_file(&sock).unwrap();
+            }
+        }
+        frames
+    });
+    let (code, out, err) = run_stream(
+        &t.args(&[]),
+        request("192.0.2.1", "a@example.org", "b@example.com", "r").as_bytes(),
+    );
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(actions(&out), vec![GREYLISTED.to_string()]);
+    assert_eq!(
+        fake.join().unwrap(),
+        vec![
+            format!("HELLO {}", env!("CARGO_PKG_VERSION")),
+            "RETIRE".to_string()
+        ]
+    );
+    assert_eq!(
+        t.keeper_pids().len(),
+        1,
+        "a keeper of this version took over"
+    );
+}
