@@ -155,15 +155,46 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         logging::warning(&w);
     }
     let mut store = KeeperClient::new(cfg);
+    let spf = crate::spf::LazySpf::new(crate::spf::SpfSettings::from_config(cfg));
+    let mut out = std::io::stdout().lock();
+    // The SPF results are shown from a separate evaluation so that the administrator sees
+    // every identity, even when the decision stopped at the first.
+    if cfg.spf_enable
+        && let (Ok(ip), Some(checker)) = (
+            req.client_address.parse::<std::net::IpAddr>(),
+            spf.checker(),
+        )
+    {
+        let helo = if cfg.spf_helo_check {
+            checker.helo(ip, &req.helo_name)
+        } else {
+            None
+        };
+        let mail_from =
+            (!req.sender.is_empty()).then(|| checker.mail_from(ip, &req.helo_name, &req.sender));
+        for (name, o) in [("spf_helo", helo), ("spf_mail_from", mail_from)] {
+            if let Some(o) = o {
+                let _ = write!(out, "{name}={} domain={}", o.result, o.domain);
+                if let Some(e) = &o.explanation {
+                    let _ = write!(out, " explanation=\"{e}\"");
+                }
+                if let Some(r) = &o.reason {
+                    let _ = write!(out, " reason=\"{r}\"");
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+    let spf_ref: Option<&dyn policy::Spf> = cfg.spf_enable.then_some(&spf as &dyn policy::Spf);
     let d = policy::decide(
         &req,
         cfg,
         &wl,
         &mut store,
+        spf_ref,
         &mut MessageState::default(),
         now_ms(),
     );
-    let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "action={}", d.action);
     if let Some(l) = &d.log {
         let _ = writeln!(out, "{l}");

@@ -13,6 +13,7 @@ pub mod net;
 pub mod policy;
 pub mod protocol;
 pub mod server;
+pub mod spf;
 pub mod store;
 
 /// The version reported in headers, logs and the keeper handshake.

@@ -10,13 +10,18 @@ use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::greylist::whitelist::Whitelists;
 use crate::net;
 use crate::protocol::Request;
+use crate::spf::{SpfOutcome, SpfResult};
 use crate::store::client::{GreyQuery, Greylister};
 
 /// What one instance remembers about the message it is serving (one `instance` value).
 #[derive(Debug, Default)]
 pub struct MessageState {
     instance: String,
-    header_sent: bool,
+    xgreylist_sent: bool,
+    spf: Option<SpfEval>,
+    /// A header that was due while the reply carried another one; it goes out with the
+    /// next recipient or the DATA request of the same message.
+    pending_header: Option<String>,
 }
 
 impl MessageState {
@@ -25,8 +30,115 @@ impl MessageState {
         if instance.is_empty() || instance != self.instance {
             self.instance.clear();
             self.instance.push_str(instance);
-            self.header_sent = false;
+            self.xgreylist_sent = false;
+            self.spf = None;
+            self.pending_header = None;
         }
+    }
+}
+
+/// SPF as the pipeline needs it; the real checker does DNS, tests pass a table.
+pub trait Spf {
+    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
+    fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
+}
+
+/// The SPF evaluation of one message, made once and reused for its other recipients.
+#[derive(Debug, Clone)]
+struct SpfEval {
+    helo: Option<SpfOutcome>,
+    mail_from: Option<SpfOutcome>,
+    /// A reject or defer reply, the same for every recipient of the message.
+    verdict: Option<(String, &'static str)>,
+    /// The header for this message (HELO's only for the null sender), if not sent yet.
+    header: Option<String>,
+}
+
+impl SpfEval {
+    /// The SPF-authenticated domain, which keys greylisting instead of the client network.
+    fn authenticated_domain(&self) -> Option<&str> {
+        self.mail_from
+            .as_ref()
+            .filter(|o| o.result == SpfResult::Pass)
+            .map(|o| o.domain.as_str())
+    }
+
+    fn log_fields(&self, fields: &mut Vec<(&'static str, String)>) {
+        if let Some(h) = &self.helo {
+            fields.push(("spf_helo", h.result.to_string()));
+        }
+        if let Some(m) = &self.mail_from {
+            fields.push(("spf_mail_from", m.result.to_string()));
+        }
+    }
+}
+
+fn spf_text(template: &str, o: &SpfOutcome, ip: IpAddr) -> String {
+    template
+        .replace("%d", &o.domain)
+        .replace("%i", &ip.to_string())
+        .replace("%r", o.result.as_str())
+        .replace("%s", &o.identity.to_string())
+}
+
+fn evaluate_spf(
+    req: &Request,
+    cfg: &Config,
+    spf: &dyn Spf,
+    ip: IpAddr,
+    store: &mut dyn Greylister,
+) -> SpfEval {
+    let helo = if cfg.spf_helo_check {
+        spf.helo(ip, &req.helo_name)
+    } else {
+        None
+    };
+    let mail_from =
+        (!req.sender.is_empty()).then(|| spf.mail_from(ip, &req.helo_name, &req.sender));
+    let mut verdict = None;
+    for o in helo.iter().chain(mail_from.iter()) {
+        store.count(&format!(
+            "spf_{}_{}",
+            if o.identity == crate::spf::Identity::Helo {
+                "helo"
+            } else {
+                "mail_from"
+            },
+            o.result
+        ));
+        if verdict.is_some() {
+            continue;
+        }
+        let r = o.result.as_str();
+        if cfg.spf_reject_results.iter().any(|x| x == r) {
+            let text = match &o.explanation {
+                Some(e) => e.clone(),
+                None => spf_text(&cfg.spf_reject_text, o, ip),
+            };
+            verdict = Some((format!("550 5.7.23 {text}"), "reject"));
+        } else if cfg.spf_defer_results.iter().any(|x| x == r) {
+            verdict = Some((
+                format!("451 4.7.24 {}", spf_text(&cfg.spf_defer_text, o, ip)),
+                "defer",
+            ));
+        }
+    }
+    // Never attach a HELO result to a message with a sender: the header speaks for the
+    // identity that the message's sender is.
+    let header_source = if req.sender.is_empty() {
+        helo.as_ref()
+    } else {
+        mail_from.as_ref()
+    };
+    let header = header_source
+        .map(|o| o.header.clone())
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("PREPEND {h}"));
+    SpfEval {
+        helo,
+        mail_from,
+        verdict,
+        header,
     }
 }
 
@@ -119,6 +231,7 @@ pub fn decide(
     cfg: &Config,
     whitelists: &Whitelists,
     store: &mut dyn Greylister,
+    spf: Option<&dyn Spf>,
     msg: &mut MessageState,
     now_ms: u64,
 ) -> Decision {
@@ -127,6 +240,15 @@ pub fn decide(
         .iter()
         .any(|s| s.eq_ignore_ascii_case(&req.protocol_state))
     {
+        // A header held back at RCPT goes out with the message's DATA request, when
+        // Postfix asks then too (smtpd_data_restrictions).
+        if req.protocol_state.eq_ignore_ascii_case("DATA")
+            && !req.instance.is_empty()
+            && req.instance == msg.instance
+            && let Some(h) = msg.pending_header.take()
+        {
+            return Decision::quiet(&h);
+        }
         return Decision::quiet("DUNNO");
     }
     msg.enter(&req.instance);
@@ -145,8 +267,22 @@ pub fn decide(
     };
     let mut fields: Vec<(&'static str, String)>;
     let mut store_error = None;
-    let action: String;
-    if !cfg.greylist_enable {
+    // The reply, and a greylisting header due with it (X-Greylist).
+    let mut action: String;
+    let mut due_header: Option<String> = None;
+
+    if let (Some(spf), Some(ip)) = (spf, ip)
+        && cfg.spf_enable
+        && !cfg.spf_skip_networks.iter().any(|n| n.contains(ip))
+        && msg.spf.is_none()
+    {
+        msg.spf = Some(evaluate_spf(req, cfg, spf, ip, store));
+    }
+    let spf_eval = msg.spf.clone();
+    if let Some((reply, kind)) = spf_eval.as_ref().and_then(|e| e.verdict.clone()) {
+        fields = base(kind, "spf");
+        action = reply;
+    } else if !cfg.greylist_enable {
         fields = base("pass", "greylisting-off");
         action = "DUNNO".into();
     } else if let Some(ip) = ip {
@@ -159,8 +295,14 @@ pub fn decide(
             store.count("whitelist_client_hits");
             action = "DUNNO".into();
         } else {
-            let client_key =
-                net::client_network(ip, cfg.greylist_ipv4_prefix, cfg.greylist_ipv6_prefix);
+            let spf_domain = spf_eval
+                .as_ref()
+                .and_then(|e| e.authenticated_domain())
+                .filter(|_| cfg.greylist_spf_key);
+            let client_key = match spf_domain {
+                Some(d) => format!("spf:{d}"),
+                None => net::client_network(ip, cfg.greylist_ipv4_prefix, cfg.greylist_ipv6_prefix),
+            };
             let sender = normalize_sender(&req.sender);
             let recipient = normalize_recipient(&req.recipient);
             let address = net::unmap(ip).to_string();
@@ -174,6 +316,9 @@ pub fn decide(
             match store.greylist(&q) {
                 Ok(v) => {
                     fields = base(if v.passes() { "pass" } else { "greylist" }, v.reason());
+                    if spf_domain.is_some() {
+                        fields.push(("client_key", client_key.clone()));
+                    }
                     action = match v {
                         Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => {
                             fields.push(("remaining", remaining_ms.div_ceil(1000).to_string()));
@@ -182,17 +327,16 @@ pub fn decide(
                         Verdict::Delayed { waited_ms } => {
                             let secs = waited_ms / 1000;
                             fields.push(("delay", secs.to_string()));
-                            if cfg.greylist_header && !msg.header_sent {
-                                msg.header_sent = true;
-                                format!(
+                            if cfg.greylist_header && !msg.xgreylist_sent {
+                                msg.xgreylist_sent = true;
+                                due_header = Some(format!(
                                     "PREPEND X-Greylist: delayed {secs} seconds by greyspf-{} at {}; {}",
                                     crate::VERSION,
                                     cfg.hostname,
                                     rfc2822(now_ms)
-                                )
-                            } else {
-                                "DUNNO".into()
+                                ));
                             }
+                            "DUNNO".into()
                         }
                         Verdict::Known | Verdict::ClientAwl | Verdict::Whitelisted => {
                             "DUNNO".into()
@@ -209,6 +353,24 @@ pub fn decide(
     } else {
         fields = base("pass", "no-client-address");
         action = "DUNNO".into();
+    }
+
+    // One header per reply: the SPF header first, then X-Greylist, then anything held
+    // back from an earlier recipient; what does not fit waits for the next request.
+    if action == "DUNNO" {
+        let spf_header = msg.spf.as_mut().and_then(|e| e.header.take());
+        let mut queue = spf_header
+            .into_iter()
+            .chain(msg.pending_header.take())
+            .chain(due_header);
+        if let Some(first) = queue.next() {
+            action = first;
+        }
+        msg.pending_header = queue.next();
+    }
+
+    if let Some(e) = &spf_eval {
+        e.log_fields(&mut fields);
     }
     for (k, v) in [
         ("client_name", &req.client_name),
@@ -302,7 +464,7 @@ mod tests {
         let r1 = req("192.0.2.10", "a@example.org", "x@example.com", "i1");
         let r2 = req("192.0.2.10", "a@example.org", "y@example.com", "i1");
         let now = st.now;
-        let d = decide(&r1, &c, &wl, &mut st, &mut m, now);
+        let d = decide(&r1, &c, &wl, &mut st, None, &mut m, now);
         assert_eq!(
             d.action,
             "DEFER_IF_PERMIT Greylisted, please try again later"
@@ -311,7 +473,7 @@ mod tests {
             d.log.unwrap(),
             "action=greylist, reason=new, remaining=300, client_name=unknown, client_address=192.0.2.10, sender=a@example.org, recipient=x@example.com"
         );
-        decide(&r2, &c, &wl, &mut st, &mut m, now);
+        decide(&r2, &c, &wl, &mut st, None, &mut m, now);
         st.now += 300_000;
         let now = st.now;
         let (r1, r2) = (
@@ -324,7 +486,7 @@ mod tests {
                 ..r2
             },
         );
-        let d = decide(&r1, &c, &wl, &mut st, &mut m, now);
+        let d = decide(&r1, &c, &wl, &mut st, None, &mut m, now);
         assert_eq!(
             d.action,
             format!(
@@ -332,7 +494,10 @@ mod tests {
                 crate::VERSION
             )
         );
-        assert_eq!(decide(&r2, &c, &wl, &mut st, &mut m, now).action, "DUNNO");
+        assert_eq!(
+            decide(&r2, &c, &wl, &mut st, None, &mut m, now).action,
+            "DUNNO"
+        );
         assert_eq!(st.queries[0], "192.0.2.0/24|a@example.org|x@example.com");
     }
 
@@ -347,23 +512,23 @@ mod tests {
         let mut m = MessageState::default();
         let mut r = req("127.0.0.1", "a@b", "c@d", "i");
         assert_eq!(
-            decide(&r, &c, &wl, &mut st, &mut m, 0),
+            decide(&r, &c, &wl, &mut st, None, &mut m, 0),
             Decision::quiet("DUNNO")
         );
         r.client_address = "192.0.2.1".into();
         r.sasl_username = "bob".into();
         assert_eq!(
-            decide(&r, &c, &wl, &mut st, &mut m, 0),
+            decide(&r, &c, &wl, &mut st, None, &mut m, 0),
             Decision::quiet("DUNNO")
         );
         r.sasl_username.clear();
         r.protocol_state = "DATA".into();
         assert_eq!(
-            decide(&r, &c, &wl, &mut st, &mut m, 0),
+            decide(&r, &c, &wl, &mut st, None, &mut m, 0),
             Decision::quiet("DUNNO")
         );
         r.protocol_state = "RCPT".into();
-        let d = decide(&r, &c, &wl, &mut st, &mut m, 0);
+        let d = decide(&r, &c, &wl, &mut st, None, &mut m, 0);
         assert_eq!(d.action, "DEFER_IF_PERMIT store down");
         assert_eq!(
             d.store_error.as_deref(),
@@ -371,7 +536,7 @@ mod tests {
         );
         let dry = cfg(&["dry_run=yes"]);
         st.fail = false;
-        let d = decide(&r, &dry, &wl, &mut st, &mut m, 0);
+        let d = decide(&r, &dry, &wl, &mut st, None, &mut m, 0);
         assert_eq!(d.action, "DUNNO");
         assert!(
             d.log

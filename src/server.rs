@@ -28,6 +28,8 @@ pub fn serve<R: BufRead, W: Write>(
         cfg.whitelist_recipients.clone(),
     );
     let mut msg = MessageState::default();
+    let spf = crate::spf::LazySpf::new(crate::spf::SpfSettings::from_config(cfg));
+    let spf: Option<&dyn policy::Spf> = cfg.spf_enable.then_some(&spf as &dyn policy::Spf);
     let mut last_store_warning: Option<Instant> = None;
     let mut suppressed = 0u64;
     while let Some(block) = reader.next_block()? {
@@ -43,7 +45,7 @@ pub fn serve<R: BufRead, W: Write>(
             logging::warning(&w);
         }
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            policy::decide(&req, cfg, &whitelists, store, &mut msg, now_ms())
+            policy::decide(&req, cfg, &whitelists, store, spf, &mut msg, now_ms())
         }));
         let action = match decided {
             Ok(d) => {

@@ -3,10 +3,10 @@
 //!
 //! mail-auth supplies the resolver (hickory, reached through
 //! [`MessageAuthenticator::resolver`]) and the header builders. The RFC 7208 evaluation is
-//! greyspf's own ([`eval`] over the strict parser in [`record`]): mail-auth 0.13's
-//! check_host() accepts records that RFC 7208 makes a permerror and lets `ip6:` ranges and
-//! AAAA answers match IPv4 clients, and its public API gives no way to correct that from
-//! outside. See the module docs of [`eval`] and [`record`] for the readings chosen.
+//! greyspf's own (`eval`, over the strict parser in `record`): mail-auth 0.13's check_host()
+//! accepts records that RFC 7208 makes a permerror and lets `ip6:` ranges and AAAA answers
+//! match IPv4 clients, and its public API gives no way to correct that from outside. The
+//! module docs of `eval` and `record` list the readings chosen where the RFC leaves room.
 
 mod eval;
 mod record;
@@ -173,7 +173,9 @@ pub enum SpfError {
     SystemResolver(String),
     #[error("cannot set up the DNS resolver: {0}")]
     Resolver(String),
-    #[error("unknown SPF result \"{0}\" (expected pass, fail, softfail, neutral, none, temperror or permerror)")]
+    #[error(
+        "unknown SPF result \"{0}\" (expected pass, fail, softfail, neutral, none, temperror or permerror)"
+    )]
     UnknownResult(String),
     #[error("unknown SPF header \"{0}\" (expected received-spf, authentication-results or none)")]
     UnknownHeader(String),
@@ -294,10 +296,7 @@ impl SpfChecker {
                 .unwrap_or_else(|_| eval::Verdict {
                     result: SpfResult::TempError,
                     explanation: None,
-                    reason: Some(format!(
-                        "no result within {} ms",
-                        timeout.as_millis()
-                    )),
+                    reason: Some(format!("no result within {} ms", timeout.as_millis())),
                 })
         })
     }
@@ -379,7 +378,10 @@ fn one_line(header: &str) -> String {
     let mut chars = header.trim_end_matches(['\r', '\n']).chars().peekable();
     while let Some(c) = chars.next() {
         if c == '\r' || c == '\n' {
-            while chars.next_if(|c| matches!(c, '\r' | '\n' | ' ' | '\t')).is_some() {}
+            while chars
+                .next_if(|c| matches!(c, '\r' | '\n' | ' ' | '\t'))
+                .is_some()
+            {}
             line.push(' ');
         } else if c.is_control() {
             line.push(' ');
@@ -465,10 +467,14 @@ impl Dns for Resolver<'_> {
     }
 }
 
-/// A name from an answer, lower case and without the trailing dot ("" for the root).
+/// A name from an answer, lower case, without the trailing dot ("" for the root). Labels are
+/// taken as raw bytes: the text forms of hickory escape characters that SPF treats literally.
 fn host_name(name: &Name) -> String {
-    let text = name.to_lowercase().to_ascii();
-    text.strip_suffix('.').unwrap_or(&text).to_string()
+    let labels: Vec<String> = name
+        .iter()
+        .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
+        .collect();
+    labels.join(".")
 }
 
 /// The in-addr.arpa or ip6.arpa name of an address, without the trailing dot.
@@ -489,20 +495,116 @@ fn reverse_name(ip: IpAddr) -> String {
     }
 }
 
+impl SpfSettings {
+    /// The SPF part of the configuration.
+    pub fn from_config(cfg: &crate::config::Config) -> SpfSettings {
+        SpfSettings {
+            dns_server: cfg.dns_server,
+            timeout: cfg.spf_timeout,
+            header: match cfg.spf_header {
+                crate::config::SpfHeader::ReceivedSpf => HeaderKind::ReceivedSpf,
+                crate::config::SpfHeader::AuthenticationResults => {
+                    HeaderKind::AuthenticationResults
+                }
+                crate::config::SpfHeader::None => HeaderKind::None,
+            },
+            authserv_id: cfg.spf_authserv_id.clone(),
+            hostname: cfg.hostname.clone(),
+        }
+    }
+}
+
+/// Builds the checker on first use: requests that never reach SPF (other states, trusted
+/// clients) do not pay for the runtime and resolver. A checker that cannot be built is
+/// reported once and SPF is skipped, so mail keeps flowing.
+pub struct LazySpf {
+    settings: SpfSettings,
+    checker: std::cell::OnceCell<Option<SpfChecker>>,
+}
+
+impl LazySpf {
+    pub fn new(settings: SpfSettings) -> Self {
+        LazySpf {
+            settings,
+            checker: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> Option<&SpfChecker> {
+        self.checker
+            .get_or_init(|| match SpfChecker::new(self.settings.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    crate::logging::error(&format!("SPF checks disabled: {e}"));
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The checker, or None when it could not be built.
+    pub fn checker(&self) -> Option<&dyn crate::policy::Spf> {
+        self.get().map(|c| c as &dyn crate::policy::Spf)
+    }
+}
+
+impl crate::policy::Spf for SpfChecker {
+    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
+        self.check_helo(ip, helo)
+    }
+
+    fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {
+        self.check_mail_from(ip, helo, sender)
+    }
+}
+
+impl crate::policy::Spf for LazySpf {
+    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
+        self.get().and_then(|c| c.check_helo(ip, helo))
+    }
+
+    fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {
+        match self.get() {
+            Some(c) => c.check_mail_from(ip, helo, sender),
+            None => SpfOutcome {
+                identity: Identity::MailFrom,
+                result: SpfResult::TempError,
+                domain: sender
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+                    .unwrap_or_default(),
+                explanation: None,
+                reason: Some("SPF checker unavailable".into()),
+                header: String::new(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn result_names() {
-        for name in ["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"] {
+        for name in [
+            "pass",
+            "fail",
+            "softfail",
+            "neutral",
+            "none",
+            "temperror",
+            "permerror",
+        ] {
             let result: SpfResult = name.parse().unwrap();
             assert_eq!(result.to_string(), name);
             assert_eq!(name.to_uppercase().parse::<SpfResult>().unwrap(), result);
         }
         assert!("hardfail".parse::<SpfResult>().is_err());
-        assert_eq!("Received-SPF".parse::<HeaderKind>().unwrap(), HeaderKind::ReceivedSpf);
+        assert_eq!(
+            "Received-SPF".parse::<HeaderKind>().unwrap(),
+            HeaderKind::ReceivedSpf
+        );
         assert_eq!(
             "authentication-results".parse::<HeaderKind>().unwrap(),
             HeaderKind::AuthenticationResults
@@ -514,8 +616,14 @@ mod tests {
 
     #[test]
     fn identity_domains() {
-        assert_eq!(checkable_domain("Mail.Example.COM."), Some("mail.example.com".into()));
-        assert_eq!(checkable_domain("a_b.example.com"), Some("a_b.example.com".into()));
+        assert_eq!(
+            checkable_domain("Mail.Example.COM."),
+            Some("mail.example.com".into())
+        );
+        assert_eq!(
+            checkable_domain("a_b.example.com"),
+            Some("a_b.example.com".into())
+        );
         for bad in [
             "",
             ".",
@@ -547,7 +655,10 @@ mod tests {
 
     #[test]
     fn reverse_names() {
-        assert_eq!(reverse_name("192.0.2.1".parse().unwrap()), "1.2.0.192.in-addr.arpa");
+        assert_eq!(
+            reverse_name("192.0.2.1".parse().unwrap()),
+            "1.2.0.192.in-addr.arpa"
+        );
         assert_eq!(
             reverse_name("2001:db8::cb01".parse().unwrap()),
             "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
@@ -558,7 +669,10 @@ mod tests {
     fn resolver_deadline_split() {
         let mut options = ResolverOpts::default();
         tune_resolver(&mut options, Duration::from_secs(10));
-        assert_eq!((options.timeout, options.attempts), (Duration::from_millis(2500), 1));
+        assert_eq!(
+            (options.timeout, options.attempts),
+            (Duration::from_millis(2500), 1)
+        );
         tune_resolver(&mut options, Duration::from_millis(200));
         assert_eq!(options.timeout, Duration::from_millis(100));
         tune_resolver(&mut options, Duration::from_secs(60));

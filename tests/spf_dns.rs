@@ -1,0 +1,348 @@
+//! SpfChecker against the loopback DNS server: exact results, headers and queries.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use greyspf::spf::{HeaderKind, Identity, SpfChecker, SpfResult, SpfSettings};
+use support::dns::{DnsServer, Zone};
+
+const HOST: &str = "mx.example.org";
+
+fn checker(server: &DnsServer, header: HeaderKind, timeout: Duration) -> SpfChecker {
+    SpfChecker::new(SpfSettings {
+        dns_server: Some(server.addr()),
+        timeout,
+        header,
+        authserv_id: HOST.to_string(),
+        hostname: HOST.to_string(),
+    })
+    .unwrap()
+}
+
+fn received_spf(server: &DnsServer) -> SpfChecker {
+    checker(server, HeaderKind::ReceivedSpf, Duration::from_secs(5))
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn zone() -> Zone {
+    Zone::new()
+        .txt(
+            "example.com",
+            "v=spf1 ip4:192.0.2.0/24 include:_spf.example.com -all",
+        )
+        .txt("_spf.example.com", "v=spf1 include:_spf2.example.com ~all")
+        .txt(
+            "_spf2.example.com",
+            "v=spf1 ip6:2001:db8::/32 a:relay.example.com",
+        )
+        .a("relay.example.com", "198.51.100.7")
+        .txt(
+            "why.example.com",
+            "v=spf1 ip4:192.0.2.1 -all exp=exp.why.example.com",
+        )
+        .txt(
+            "exp.why.example.com",
+            "%{i} may not send for %{d} (ask postmaster@%{o})",
+        )
+        .txt("soft.example.com", "v=spf1 ~all")
+        .txt("neutral.example.com", "v=spf1 ip4:192.0.2.1 ?all")
+        .txt("empty.example.com", "v=spf1")
+        .txt("nospf.example.com", "google-site-verification=abc")
+        .txt("two.example.com", "v=spf1 +all")
+        .txt("two.example.com", "v=spf1 -all")
+        .txt(
+            "typo.example.com",
+            "v=spf1 ip4:192.0.2.1 inclde:_spf.example.com -all",
+        )
+        .txt("cidr.example.com", "v=spf1 ip4:192.0.2.0/33 -all")
+        .txt("badinc.example.com", "v=spf1 include:typo.example.com +all")
+        .txt("six.example.com", "v=spf1 ip6:::0/0 -all")
+        .txt("broken.example.com", "v=spf1 include:sf.example.com -all")
+        .servfail("sf.example.com")
+        .txt("slow.example.com", "v=spf1 include:never.example.com -all")
+        .timeout("never.example.com")
+        .txt("mail.example.com", "v=spf1 a -all")
+        .a("mail.example.com", "192.0.2.25")
+        .txt("bad-helo.example.net", "v=spf1 -all")
+}
+
+#[test]
+fn pass_with_exact_received_spf_and_queries() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let outcome = spf.check_mail_from(ip("192.0.2.10"), "mail.example.com", "alice@example.com");
+    assert_eq!(outcome.identity, Identity::MailFrom);
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert_eq!(outcome.domain, "example.com");
+    assert_eq!(outcome.explanation, None);
+    assert_eq!(
+        outcome.header,
+        "Received-SPF: pass (mx.example.org: domain of alice@example.com designates 192.0.2.10 \
+         as permitted sender) receiver=mx.example.org; client-ip=192.0.2.10; \
+         envelope-from=\"alice@example.com\"; helo=mail.example.com;"
+    );
+    assert_eq!(server.described_queries(), ["TXT example.com"]);
+}
+
+#[test]
+fn pass_through_an_include_chain() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let outcome = spf.check_mail_from(ip("198.51.100.7"), "relay.example.com", "bob@example.com");
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert_eq!(
+        server.described_queries(),
+        [
+            "TXT example.com",
+            "TXT _spf.example.com",
+            "TXT _spf2.example.com",
+            "A relay.example.com",
+        ]
+    );
+    let v6 = spf.check_mail_from(ip("2001:db8:1::25"), "relay.example.com", "bob@example.com");
+    assert_eq!(v6.result, SpfResult::Pass);
+    // The include chain ends in ~all, which inside an include is only "no match".
+    let other = spf.check_mail_from(ip("203.0.113.5"), "relay.example.com", "bob@example.com");
+    assert_eq!(other.result, SpfResult::Fail);
+}
+
+#[test]
+fn fail_with_and_without_explanation() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let outcome = spf.check_mail_from(ip("203.0.113.5"), "host.example.net", "carol@example.com");
+    assert_eq!(outcome.result, SpfResult::Fail);
+    assert_eq!(outcome.explanation, None);
+    assert_eq!(
+        outcome.header,
+        "Received-SPF: fail (mx.example.org: domain of carol@example.com does not designate \
+         203.0.113.5 as permitted sender) receiver=mx.example.org; client-ip=203.0.113.5; \
+         envelope-from=\"carol@example.com\"; helo=host.example.net;"
+    );
+
+    let outcome = spf.check_mail_from(
+        ip("203.0.113.5"),
+        "host.example.net",
+        "dave@why.example.com",
+    );
+    assert_eq!(outcome.result, SpfResult::Fail);
+    assert_eq!(
+        outcome.explanation.as_deref(),
+        Some("203.0.113.5 may not send for why.example.com (ask postmaster@why.example.com)")
+    );
+}
+
+#[test]
+fn softfail_neutral_and_none() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let client = ip("203.0.113.5");
+    let soft = spf.check_mail_from(client, "h.example.net", "e@soft.example.com");
+    assert_eq!(soft.result, SpfResult::SoftFail);
+    assert_eq!(
+        soft.header,
+        "Received-SPF: softfail (mx.example.org: domain of e@soft.example.com reports soft fail \
+         for 203.0.113.5) receiver=mx.example.org; client-ip=203.0.113.5; \
+         envelope-from=\"e@soft.example.com\"; helo=h.example.net;"
+    );
+    let neutral = spf.check_mail_from(client, "h.example.net", "e@neutral.example.com");
+    assert_eq!(neutral.result, SpfResult::Neutral);
+    assert_eq!(
+        neutral.header,
+        "Received-SPF: neutral (mx.example.org: domain of e@neutral.example.com reports neutral \
+         for 203.0.113.5) receiver=mx.example.org; client-ip=203.0.113.5; \
+         envelope-from=\"e@neutral.example.com\"; helo=h.example.net;"
+    );
+    let empty = spf.check_mail_from(client, "h.example.net", "e@empty.example.com");
+    assert_eq!(empty.result, SpfResult::Neutral);
+    for sender in ["e@nospf.example.com", "e@nxdomain.example.com"] {
+        let none = spf.check_mail_from(client, "h.example.net", sender);
+        assert_eq!(none.result, SpfResult::None, "{sender}");
+    }
+    let none = spf.check_mail_from(client, "h.example.net", "e@nospf.example.com");
+    assert_eq!(
+        none.header,
+        "Received-SPF: none (mx.example.org: no SPF records found for e@nospf.example.com) \
+         receiver=mx.example.org; client-ip=203.0.113.5; \
+         envelope-from=\"e@nospf.example.com\"; helo=h.example.net;"
+    );
+    // A malformed domain is "none" without asking the DNS.
+    let before = server.queries();
+    let literal = spf.check_mail_from(client, "h.example.net", "e@[192.0.2.1]");
+    assert_eq!(literal.result, SpfResult::None);
+    assert_eq!(server.queries(), before);
+}
+
+#[test]
+fn permerror_for_bad_records() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let client = ip("192.0.2.1");
+    for (sender, reason) in [
+        (
+            "a@two.example.com",
+            "two.example.com has more than one SPF record",
+        ),
+        (
+            "a@typo.example.com",
+            "SPF record of typo.example.com: unknown mechanism \"inclde:_spf.example.com\"",
+        ),
+        (
+            "a@cidr.example.com",
+            "SPF record of cidr.example.com: invalid CIDR length in \"ip4:192.0.2.0/33\"",
+        ),
+        (
+            "a@badinc.example.com",
+            "SPF record of typo.example.com: unknown mechanism \"inclde:_spf.example.com\"",
+        ),
+    ] {
+        let outcome = spf.check_mail_from(client, "h.example.net", sender);
+        assert_eq!(outcome.result, SpfResult::PermError, "{sender}");
+        assert_eq!(outcome.reason.as_deref(), Some(reason), "{sender}");
+    }
+    let outcome = spf.check_mail_from(client, "h.example.net", "a@two.example.com");
+    assert_eq!(
+        outcome.header,
+        "Received-SPF: permerror (mx.example.org: unable to verify SPF record for \
+         a@two.example.com) receiver=mx.example.org; client-ip=192.0.2.1; \
+         envelope-from=\"a@two.example.com\"; helo=h.example.net;"
+    );
+}
+
+#[test]
+fn ip6_ranges_never_pass_ipv4_clients() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    for client in ["192.0.2.1", "::ffff:192.0.2.1"] {
+        let outcome = spf.check_mail_from(ip(client), "h.example.net", "a@six.example.com");
+        assert_eq!(outcome.result, SpfResult::Fail, "{client}");
+    }
+    let v6 = spf.check_mail_from(ip("2001:db8::1"), "h.example.net", "a@six.example.com");
+    assert_eq!(v6.result, SpfResult::Pass);
+}
+
+#[test]
+fn helo_identity() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let pass = spf
+        .check_helo(ip("192.0.2.25"), "mail.example.com")
+        .unwrap();
+    assert_eq!(
+        (pass.identity, pass.result),
+        (Identity::Helo, SpfResult::Pass)
+    );
+    assert_eq!(
+        pass.header,
+        "Received-SPF: pass (mx.example.org: domain of postmaster@mail.example.com designates \
+         192.0.2.25 as permitted sender) receiver=mx.example.org; client-ip=192.0.2.25; \
+         envelope-from=\"postmaster@mail.example.com\"; helo=mail.example.com;"
+    );
+    let fail = spf
+        .check_helo(ip("203.0.113.9"), "bad-helo.example.net")
+        .unwrap();
+    assert_eq!(fail.result, SpfResult::Fail);
+    assert_eq!(fail.domain, "bad-helo.example.net");
+    assert_eq!(
+        fail.header,
+        "Received-SPF: fail (mx.example.org: domain of postmaster@bad-helo.example.net does not \
+         designate 203.0.113.9 as permitted sender) receiver=mx.example.org; \
+         client-ip=203.0.113.9; envelope-from=\"postmaster@bad-helo.example.net\"; \
+         helo=bad-helo.example.net;"
+    );
+    let before = server.queries();
+    for helo in [
+        "",
+        "[192.0.2.1]",
+        "localhost",
+        "192.0.2.1",
+        "bad name.example.com",
+    ] {
+        assert_eq!(spf.check_helo(ip("192.0.2.1"), helo), None, "{helo:?}");
+    }
+    assert_eq!(server.queries(), before);
+}
+
+#[test]
+fn authentication_results_header() {
+    let server = DnsServer::start(zone());
+    let spf = checker(
+        &server,
+        HeaderKind::AuthenticationResults,
+        Duration::from_secs(5),
+    );
+    let mail_from = spf.check_mail_from(ip("192.0.2.10"), "mail.example.com", "alice@example.com");
+    assert_eq!(
+        mail_from.header,
+        "Authentication-Results: mx.example.org; spf=pass (mx.example.org: domain of \
+         alice@example.com designates 192.0.2.10 as permitted sender) \
+         smtp.mailfrom=alice@example.com"
+    );
+    let helo = spf
+        .check_helo(ip("203.0.113.9"), "bad-helo.example.net")
+        .unwrap();
+    assert_eq!(
+        helo.header,
+        "Authentication-Results: mx.example.org; spf=fail (mx.example.org: domain of \
+         postmaster@bad-helo.example.net does not designate 203.0.113.9 as permitted sender) \
+         smtp.helo=bad-helo.example.net"
+    );
+    let none = checker(&server, HeaderKind::None, Duration::from_secs(5));
+    let outcome = none.check_mail_from(ip("192.0.2.10"), "mail.example.com", "alice@example.com");
+    assert_eq!(
+        (outcome.result, outcome.header.as_str()),
+        (SpfResult::Pass, "")
+    );
+}
+
+#[test]
+fn temperror_from_servfail() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    let outcome = spf.check_mail_from(ip("192.0.2.200"), "h.example.net", "a@broken.example.com");
+    assert_eq!(outcome.result, SpfResult::TempError);
+    assert_eq!(
+        outcome.header,
+        "Received-SPF: temperror (mx.example.org: temporary dns error validating \
+         a@broken.example.com) receiver=mx.example.org; client-ip=192.0.2.200; \
+         envelope-from=\"a@broken.example.com\"; helo=h.example.net;"
+    );
+}
+
+#[test]
+fn temperror_from_a_dead_nameserver_within_the_deadline() {
+    let server = DnsServer::dead();
+    let timeout = Duration::from_millis(1500);
+    let spf = checker(&server, HeaderKind::ReceivedSpf, timeout);
+    let started = Instant::now();
+    let outcome = spf.check_mail_from(ip("192.0.2.1"), "h.example.net", "a@example.com");
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.result, SpfResult::TempError);
+    assert!(
+        elapsed <= timeout + Duration::from_millis(250),
+        "took {elapsed:?}"
+    );
+    assert!(server.queries() >= 1);
+    let helo = spf.check_helo(ip("192.0.2.1"), "mail.example.com").unwrap();
+    assert_eq!(helo.result, SpfResult::TempError);
+}
+
+#[test]
+fn temperror_when_an_include_never_answers() {
+    let server = DnsServer::start(zone());
+    let timeout = Duration::from_millis(1000);
+    let spf = checker(&server, HeaderKind::ReceivedSpf, timeout);
+    let started = Instant::now();
+    let outcome = spf.check_mail_from(ip("192.0.2.1"), "h.example.net", "a@slow.example.com");
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.result, SpfResult::TempError);
+    assert!(
+        elapsed <= timeout + Duration::from_millis(250),
+        "took {elapsed:?}"
+    );
+}
