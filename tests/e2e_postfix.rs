@@ -3,23 +3,31 @@
 //!
 //! Each test starts its own instance (see `support::postfix`), so tests can run in
 //! parallel and count processes without seeing each other's. Clients are impersonated
-//! with XCLIENT, which Postfix allows from 127.0.0.1 in the test configuration.
+//! with XCLIENT, which Postfix allows from 127.0.0.1 in the test configuration. SPF is
+//! on: each instance's DNS server serves `zone()`, and greylisting is keyed on the
+//! SPF-authenticated sender domain.
 //!
-//! These tests need root and an installed Postfix; without them they print how to
+//! Postfix asks greyspf at RCPT and at DATA, as the packaged main.cf snippet sets up: the
+//! first accepted recipient's reply carries the SPF header, and X-Greylist follows with
+//! the next request of the same message (another recipient, or the DATA stage).
+//!
+//! The SMTP tests need root and an installed Postfix; without them they print how to
 //! enable them and pass, unless `GREYSPF_E2E=required` (set by CI) makes that a failure.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::io;
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::dns::Zone;
 use support::postfix::{
-    self, Delivered, GREYLIST_DELAY, GREYSPF_HOSTNAME, Instance, KEEPER_IDLE_TIMEOUT, MTA_HOSTNAME,
-    Process,
+    self, Builder, Delivered, GREYLIST_DELAY, GREYSPF_HOSTNAME, Instance, KEEPER_IDLE_TIMEOUT,
+    MTA_HOSTNAME, Process, SPAWN_USER, Snippets,
 };
 use support::smtp::{self, Reply, Session};
 
@@ -31,6 +39,29 @@ const MAIL_OK: &str = "250 2.1.0 Ok";
 const RCPT_OK: &str = "250 2.1.5 Ok";
 const RSET_OK: &str = "250 2.0.0 Ok";
 const BYE: &str = "221 2.0.0 Bye";
+
+/// The SPF records of the test senders. HELO names are never in it (result `none`), so
+/// a message's SPF verdict and header come from its sender; domains not listed have no
+/// record either.
+fn zone() -> Zone {
+    Zone::new()
+        // The sender domain of most tests: every IPv4 client address they use passes.
+        .txt(
+            "sender.example",
+            "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 ip4:203.0.113.0/24 -all",
+        )
+        .txt("fail.example", "v=spf1 -all")
+        // A provider that sends from two unrelated networks.
+        .txt(
+            "pool.example",
+            "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 -all",
+        )
+}
+
+/// An instance whose greyspf checks SPF against `zone()`.
+fn instance() -> Builder {
+    Instance::builder().dns_zone(zone())
+}
 
 /// What smtpd answers when greyspf replies `DEFER_IF_PERMIT Greylisted, please try
 /// again later` (the default greylist_text) and no other restriction rejects.
@@ -129,6 +160,49 @@ fn assert_one_x_greylist(m: &Delivered, waited: Duration) {
     );
 }
 
+/// The value of the Received-SPF header greyspf prepends for a sender's result (HELO
+/// results are not shown for a non-null sender). `addr` is the client address as
+/// greyspf gets it, without XCLIENT's `IPV6:` prefix.
+fn received_spf(result: &str, comment: &str, addr: &str, sender: &str, helo: &str) -> String {
+    format!(
+        "{result} ({GREYSPF_HOSTNAME}: {comment}) receiver={GREYSPF_HOSTNAME}; \
+         client-ip={addr}; envelope-from=\"{sender}\"; helo={helo};"
+    )
+}
+
+fn spf_pass(addr: &str, sender: &str, helo: &str) -> String {
+    let comment = format!("domain of {sender} designates {addr} as permitted sender");
+    received_spf("pass", &comment, addr, sender, helo)
+}
+
+fn spf_none(addr: &str, sender: &str, helo: &str) -> String {
+    let comment = format!("no SPF records found for {sender}");
+    received_spf("none", &comment, addr, sender, helo)
+}
+
+/// The copy carries exactly one Received-SPF header, with this value.
+#[track_caller]
+fn assert_one_received_spf(m: &Delivered, expected: &str) {
+    let values = m.header_values("Received-SPF");
+    assert_eq!(
+        values,
+        [expected],
+        "Received-SPF headers of the copy for {}: {:#?}",
+        m.delivered_to(),
+        m.headers
+    );
+}
+
+#[track_caller]
+fn assert_no_received_spf(m: &Delivered) {
+    let values = m.header_values("Received-SPF");
+    assert!(
+        values.is_empty(),
+        "unexpected Received-SPF in the copy for {}: {values:?}",
+        m.delivered_to()
+    );
+}
+
 #[track_caller]
 fn assert_no_x_greylist(m: &Delivered) {
     let values = m.header_values("X-Greylist");
@@ -144,12 +218,48 @@ fn count(procs: &[Process]) -> (usize, usize) {
     (procs.len() - keepers, keepers)
 }
 
+/// Needs neither root nor Postfix, so it also runs where the end-to-end tests are
+/// skipped: the shipped snippets must ask greyspf only after relay control, at RCPT and
+/// at DATA, through the service the master.cf snippet defines.
 #[test]
-fn first_attempt_greylisted_retry_after_delay_accepted_with_one_header() {
+fn packaged_snippets_ask_greyspf_after_relay_control_at_rcpt_and_data() {
+    let snippets = Snippets::read();
+    let rcpt = snippets
+        .param("smtpd_recipient_restrictions")
+        .expect("smtpd_recipient_restrictions");
+    let unauth = rcpt.find("reject_unauth_destination");
+    let policy = rcpt.find("check_policy_service");
+    assert!(
+        unauth.is_some() && policy.is_some() && unauth < policy,
+        "check_policy_service must follow reject_unauth_destination: {rcpt:?}"
+    );
+    let data = snippets
+        .param("smtpd_data_restrictions")
+        .expect("smtpd_data_restrictions");
+    assert!(
+        data.contains("check_policy_service") && data.contains("unix:private/greyspf"),
+        "{data:?}"
+    );
+    let entry = snippets.master_cf_entry(Path::new("/opt/t/greyspf"), Path::new("/opt/t/g.conf"));
+    let (fields, args) = entry.split_once('\n').expect("two lines");
+    assert_eq!(
+        fields.split_whitespace().collect::<Vec<_>>(),
+        ["greyspf", "unix", "-", "n", "n", "-", "0", "spawn"],
+        "{entry:?}"
+    );
+    assert!(
+        args.contains(&format!("user={SPAWN_USER} "))
+            && args.contains("argv=/opt/t/greyspf -c /opt/t/g.conf"),
+        "{entry:?}"
+    );
+}
+
+#[test]
+fn first_attempt_greylisted_retry_after_delay_accepted_with_both_headers() {
     let Some(host) = postfix::host_or_skip() else {
         return;
     };
-    let pf = Instance::builder().start(&host);
+    let pf = instance().start(&host);
     let (addr, name, helo) = ("192.0.2.10", "mail.sender.example", "mail.sender.example");
     let (sender, rcpt) = ("alice@sender.example", "bob@example.com");
 
@@ -172,13 +282,16 @@ fn first_attempt_greylisted_retry_after_delay_accepted_with_one_header() {
     let waited = t0.elapsed();
     assert_reply(s.quit(), BYE);
 
+    // One recipient: the RCPT reply carries Received-SPF, the DATA-stage reply the
+    // X-Greylist that was held back.
     let copies = pf.wait_for_delivery(&id, 1);
     assert_eq!(copies.len(), 1);
     assert_eq!(copies[0].delivered_to(), rcpt);
     assert_one_x_greylist(&copies[0], waited);
+    assert_one_received_spf(&copies[0], &spf_pass(addr, sender, helo));
 
     // The triplet has passed: the next message is accepted at once, and carries no
-    // X-Greylist since it was not delayed.
+    // X-Greylist since it was not delayed; SPF is checked and recorded for every message.
     let id = message_id("basic", 2);
     let mut s = session_as(&pf, addr, name, helo);
     assert_reply(s.mail_from(sender), MAIL_OK);
@@ -188,16 +301,17 @@ fn first_attempt_greylisted_retry_after_delay_accepted_with_one_header() {
     let copies = pf.wait_for_delivery(&id, 1);
     assert_eq!(copies.len(), 1);
     assert_no_x_greylist(&copies[0]);
+    assert_one_received_spf(&copies[0], &spf_pass(addr, sender, helo));
 
     pf.assert_logs_clean();
 }
 
 #[test]
-fn two_recipients_greylisted_then_accepted_with_the_header_once_per_message() {
+fn two_recipients_greylisted_then_accepted_with_the_headers_once_per_message() {
     let Some(host) = postfix::host_or_skip() else {
         return;
     };
-    let pf = Instance::builder().start(&host);
+    let pf = instance().start(&host);
     let (addr, name, helo) = ("192.0.2.20", "out.sender.example", "out.sender.example");
     let sender = "carol@sender.example";
     let rcpts = ["dave@example.com", "erin@example.com"];
@@ -223,13 +337,15 @@ fn two_recipients_greylisted_then_accepted_with_the_header_once_per_message() {
     assert_reply(s.quit(), BYE);
 
     // virtual(8) writes one copy per recipient of the one queued message; each copy
-    // shows the message's headers, so each must have exactly one X-Greylist.
+    // shows the message's headers, so each must have exactly one X-Greylist and one
+    // Received-SPF (sent with the first and the second recipient's replies).
     let copies = pf.wait_for_delivery(&id, 2);
     let delivered_to: BTreeSet<&str> = copies.iter().map(|m| m.delivered_to()).collect();
     assert_eq!(delivered_to, rcpts.into_iter().collect::<BTreeSet<_>>());
     assert_eq!(copies.len(), 2);
     for copy in &copies {
         assert_one_x_greylist(copy, waited);
+        assert_one_received_spf(copy, &spf_pass(addr, sender, helo));
     }
 
     pf.assert_logs_clean();
@@ -240,22 +356,21 @@ fn whitelisted_clients_trusted_networks_and_postmaster_accepted_at_once() {
     let Some(host) = postfix::host_or_skip() else {
         return;
     };
-    let pf = Instance::builder()
+    let pf = instance()
         .whitelist_client("# test whitelist")
         .whitelist_client("trusted.example")
         .whitelist_client("198.51.100.0/24")
         .whitelist_recipient("postmaster@")
         .start(&host);
 
+    // Whitelisting skips greylisting, not SPF: every accepted message from a client
+    // outside trusted_networks carries Received-SPF.
+
     // By the verified client name: a subdomain of a whitelisted domain.
     let id = message_id("whitelist", 1);
     let (sender, rcpt) = ("frank@trusted.example", "gail@example.com");
-    let mut s = session_as(
-        &pf,
-        "203.0.113.50",
-        "relay.trusted.example",
-        "relay.trusted.example",
-    );
+    let (addr, helo) = ("203.0.113.50", "relay.trusted.example");
+    let mut s = session_as(&pf, addr, "relay.trusted.example", helo);
     assert_reply(s.mail_from(sender), MAIL_OK);
     assert_reply(s.rcpt_to(rcpt), RCPT_OK);
     assert_queued(s.data(&smtp::message(sender, &[rcpt], &id, "whitelisted by name")));
@@ -263,16 +378,13 @@ fn whitelisted_clients_trusted_networks_and_postmaster_accepted_at_once() {
     let copies = pf.wait_for_delivery(&id, 1);
     assert_eq!(copies.len(), 1);
     assert_no_x_greylist(&copies[0]);
+    assert_one_received_spf(&copies[0], &spf_none(addr, sender, helo));
 
     // By address, within a whitelisted network, with no host name.
     let id = message_id("whitelist", 2);
     let (sender, rcpt) = ("hank@sender.example", "iris@example.com");
-    let mut s = session_as(
-        &pf,
-        "198.51.100.25",
-        "[UNAVAILABLE]",
-        "unnamed.sender.example",
-    );
+    let (addr, helo) = ("198.51.100.25", "unnamed.sender.example");
+    let mut s = session_as(&pf, addr, "[UNAVAILABLE]", helo);
     assert_reply(s.mail_from(sender), MAIL_OK);
     assert_reply(s.rcpt_to(rcpt), RCPT_OK);
     assert_queued(s.data(&smtp::message(
@@ -285,6 +397,7 @@ fn whitelisted_clients_trusted_networks_and_postmaster_accepted_at_once() {
     let copies = pf.wait_for_delivery(&id, 1);
     assert_eq!(copies.len(), 1);
     assert_no_x_greylist(&copies[0]);
+    assert_one_received_spf(&copies[0], &spf_pass(addr, sender, helo));
 
     // postmaster@ is accepted at once from an unknown client, while another recipient
     // of the same message is greylisted: the exemption is per recipient.
@@ -294,12 +407,8 @@ fn whitelisted_clients_trusted_networks_and_postmaster_accepted_at_once() {
         "postmaster@example.com",
         "kurt@example.com",
     );
-    let mut s = session_as(
-        &pf,
-        "203.0.113.60",
-        "[UNAVAILABLE]",
-        "unknown.elsewhere.example",
-    );
+    let (addr, helo) = ("203.0.113.60", "unknown.elsewhere.example");
+    let mut s = session_as(&pf, addr, "[UNAVAILABLE]", helo);
     assert_reply(s.mail_from(sender), MAIL_OK);
     assert_reply(s.rcpt_to(postmaster), RCPT_OK);
     assert_reply(s.rcpt_to(other), &greylisted(other));
@@ -314,8 +423,10 @@ fn whitelisted_clients_trusted_networks_and_postmaster_accepted_at_once() {
     assert_eq!(copies.len(), 1);
     assert_eq!(copies[0].delivered_to(), postmaster);
     assert_no_x_greylist(&copies[0]);
+    assert_one_received_spf(&copies[0], &spf_none(addr, sender, helo));
 
-    // A client on loopback (no XCLIENT) is in the default trusted_networks.
+    // A client on loopback (no XCLIENT) is in the default trusted_networks, which
+    // greyspf passes before any check: no header at all.
     let id = message_id("whitelist", 4);
     let (sender, rcpt) = ("lena@sender.example", "mark@example.com");
     let mut s = pf.connect();
@@ -327,6 +438,7 @@ fn whitelisted_clients_trusted_networks_and_postmaster_accepted_at_once() {
     let copies = pf.wait_for_delivery(&id, 1);
     assert_eq!(copies.len(), 1);
     assert_no_x_greylist(&copies[0]);
+    assert_no_received_spf(&copies[0]);
 
     pf.assert_logs_clean();
 }
@@ -336,9 +448,11 @@ fn ipv6_clients_greylisted_by_64_network() {
     let Some(host) = postfix::host_or_skip() else {
         return;
     };
-    let pf = Instance::builder().start(&host);
-    let (sender, rcpt) = ("nina@sender.example", "otto@example.com");
-    let helo = "v6.sender.example";
+    let pf = instance().start(&host);
+    // A sender domain without SPF record: no SPF pass, so the client network keys the
+    // triplet (an SPF pass would key it on the domain, whatever the network).
+    let (sender, rcpt) = ("nina@nospf.example", "otto@example.com");
+    let helo = "v6.nospf.example";
 
     let t0 = Instant::now();
     let mut s = session_as(&pf, "IPV6:2001:db8::1", "[UNAVAILABLE]", helo);
@@ -358,6 +472,7 @@ fn ipv6_clients_greylisted_by_64_network() {
     let copies = pf.wait_for_delivery(&id, 1);
     assert_eq!(copies.len(), 1);
     assert_one_x_greylist(&copies[0], waited);
+    assert_one_received_spf(&copies[0], &spf_none("2001:db8::2", sender, helo));
 
     // An address in the next /64 is a new client network: greylisted again.
     let mut s = session_as(&pf, "IPV6:2001:db8:0:1::1", "[UNAVAILABLE]", helo);
@@ -391,10 +506,11 @@ impl Gate {
 #[test]
 fn ten_parallel_sessions_all_answered_and_sharing_one_keeper() {
     const SESSIONS: usize = 10;
+    const PARALLEL_HELO: &str = "parallel.sender.example";
     let Some(host) = postfix::host_or_skip() else {
         return;
     };
-    let pf = Instance::builder().start(&host);
+    let pf = instance().start(&host);
     let names = [
         "anna", "bert", "cleo", "dirk", "emma", "finn", "gina", "hugo", "ines", "jack",
     ];
@@ -413,7 +529,7 @@ fn ten_parallel_sessions_all_answered_and_sharing_one_keeper() {
             let (pf, gate, ready_tx) = (&pf, Arc::clone(&gate), ready_tx.clone());
             let (addr, sender, rcpt) = (addr(i), sender(i), rcpt(i));
             scope.spawn(move || {
-                let mut s = session_as(pf, &addr, "[UNAVAILABLE]", "parallel.sender.example");
+                let mut s = session_as(pf, &addr, "[UNAVAILABLE]", PARALLEL_HELO);
                 assert_reply(s.mail_from(&sender), MAIL_OK);
                 assert_reply(s.rcpt_to(&rcpt), &greylisted(&rcpt));
                 let _ = ready_tx.send(i);
@@ -449,7 +565,7 @@ fn ten_parallel_sessions_all_answered_and_sharing_one_keeper() {
             let pf = &pf;
             let (addr, sender, rcpt) = (addr(i), sender(i), rcpt(i));
             scope.spawn(move || {
-                let mut s = session_as(pf, &addr, "[UNAVAILABLE]", "parallel.sender.example");
+                let mut s = session_as(pf, &addr, "[UNAVAILABLE]", PARALLEL_HELO);
                 assert_reply(s.mail_from(&sender), MAIL_OK);
                 assert_reply(s.rcpt_to(&rcpt), RCPT_OK);
                 let id = message_id("parallel", i);
@@ -464,6 +580,7 @@ fn ten_parallel_sessions_all_answered_and_sharing_one_keeper() {
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].delivered_to(), rcpt(i));
         assert_one_x_greylist(&copies[0], waited);
+        assert_one_received_spf(&copies[0], &spf_pass(&addr(i), &sender(i), PARALLEL_HELO));
     }
     let (_, keepers) = count(&pf.greyspf_processes());
     assert!(keepers <= 1, "{keepers} keepers running");
@@ -476,7 +593,7 @@ fn stopping_postfix_leaves_only_the_keeper_which_exits_when_idle() {
     let Some(host) = postfix::host_or_skip() else {
         return;
     };
-    let mut pf = Instance::builder().start(&host);
+    let mut pf = instance().start(&host);
     let (sender, rcpt) = ("pete@sender.example", "quinn@example.com");
 
     let mut s = session_as(&pf, "192.0.2.30", "[UNAVAILABLE]", "stop.sender.example");
@@ -514,5 +631,97 @@ fn stopping_postfix_leaves_only_the_keeper_which_exits_when_idle() {
         stopped.elapsed()
     );
 
+    pf.assert_logs_clean();
+}
+
+#[test]
+fn spf_fail_sender_rejected_at_rcpt() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    let pf = instance().start(&host);
+    let (addr, helo) = ("203.0.113.77", "relay.fail.example");
+    let sender = "mallory@fail.example";
+    let rcpts = ["ruth@example.com", "sam@example.com"];
+    // smtpd wraps the text of greyspf's `550 5.7.23 ...` reply like that of any access
+    // restriction that rejects a recipient.
+    let rejected = |rcpt: &str| {
+        format!(
+            "550 5.7.23 <{rcpt}>: Recipient address rejected: SPF check failed: \
+             fail.example does not designate {addr} as permitted sender"
+        )
+    };
+
+    let mut s = session_as(&pf, addr, "[UNAVAILABLE]", helo);
+    // greyspf answers at RCPT only: the sender itself is accepted.
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    // Every recipient of the message gets the one verdict; no triplet is recorded.
+    for rcpt in rcpts {
+        assert_reply(s.rcpt_to(rcpt), &rejected(rcpt));
+    }
+    assert_reply(s.data("unused"), "554 5.5.1 Error: no valid recipients");
+    assert_reply(s.quit(), BYE);
+
+    // greyspf, running as the spawn user, asked the test's DNS server.
+    let queries = pf.dns().described_queries();
+    assert!(
+        queries.iter().any(|q| q == "TXT fail.example"),
+        "{queries:?}"
+    );
+    let lines = pf.wait_greyspf_log("action=reject, reason=spf", 2);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("spf_helo=none, spf_mail_from=fail")),
+        "{lines:#?}"
+    );
+    pf.assert_logs_clean();
+}
+
+#[test]
+fn spf_pass_sender_from_a_pool_address_already_passed_accepted_without_delay() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    let pf = instance().start(&host);
+    let (sender, rcpt) = ("news@pool.example", "uma@example.com");
+    // Two outbound servers of one provider, in networks that share not even a /16.
+    let (first, second) = ("192.0.2.10", "198.51.100.20");
+    let (first_helo, second_helo) = ("out1.pool.example", "out2.pool.example");
+
+    let t0 = Instant::now();
+    let mut s = session_as(&pf, first, "[UNAVAILABLE]", first_helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), &greylisted(rcpt));
+    assert_reply(s.quit(), BYE);
+
+    sleep_until(t0 + RETRY_AFTER);
+    let id = message_id("pool", 1);
+    let mut s = session_as(&pf, first, "[UNAVAILABLE]", first_helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), RCPT_OK);
+    assert_queued(s.data(&smtp::message(sender, &[rcpt], &id, "first server")));
+    let waited = t0.elapsed();
+    assert_reply(s.quit(), BYE);
+    let copies = pf.wait_for_delivery(&id, 1);
+    assert_eq!(copies.len(), 1);
+    assert_one_x_greylist(&copies[0], waited);
+    assert_one_received_spf(&copies[0], &spf_pass(first, sender, first_helo));
+
+    // The triplet is keyed on the SPF-authenticated domain, not on the client network:
+    // the other server passes at once, and the message was not delayed.
+    let id = message_id("pool", 2);
+    let mut s = session_as(&pf, second, "[UNAVAILABLE]", second_helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), RCPT_OK);
+    assert_queued(s.data(&smtp::message(sender, &[rcpt], &id, "second server")));
+    assert_reply(s.quit(), BYE);
+    let copies = pf.wait_for_delivery(&id, 1);
+    assert_eq!(copies.len(), 1);
+    assert_no_x_greylist(&copies[0]);
+    assert_one_received_spf(&copies[0], &spf_pass(second, sender, second_helo));
+
+    // Greylisted, passed after the delay, passed as known: all on the domain's key.
+    pf.wait_greyspf_log("client_key=spf:pool.example", 3);
     pf.assert_logs_clean();
 }

@@ -5,9 +5,15 @@
 //! accepted mail for `@example.com` delivered by virtual(8) into a Maildir in that
 //! directory, nothing ever relayed (every transport but virtual is `error`), Postfix logs
 //! in a file (`maillog_file` + postlogd, since test hosts have no syslog daemon) and
-//! greyspf's syslog lines caught on a datagram socket of our own. Dropping the instance
-//! stops Postfix, kills every process that belongs to it (greyspf's keeper included) and
-//! removes the directory, also when the test panicked.
+//! greyspf's syslog lines caught on a datagram socket of our own, and SPF answered by a
+//! DNS server on loopback that the instance runs in the test process. Dropping the
+//! instance stops Postfix, kills every process that belongs to it (greyspf's keeper
+//! included), stops the DNS server and removes the directory, also when the test panicked.
+//!
+//! The greyspf service entry of master.cf and the greyspf parameters of main.cf are not
+//! written here: they are derived from the snippets shipped in `packaging/`, so the tests
+//! run the configuration administrators copy (only the binary, the user and the
+//! configuration file of the spawn entry are replaced).
 //!
 //! Requirements: the Postfix package (its binaries, and the files it keeps in its
 //! meta_directory, e.g. postfix-files and dynamicmaps.cf; the instance reads nothing else
@@ -30,6 +36,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::dns::{DnsServer, Zone};
 use super::smtp::Session;
 
 /// Environment variable: `required` makes a skip a failure (CI sets it).
@@ -59,6 +66,14 @@ pub const GREYLIST_DELAY: Duration = Duration::from_secs(2);
 /// The test configuration's keeper idle timeout: short so the "keeper exits when idle"
 /// check does not make the suite slow.
 pub const KEEPER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The test configuration's SPF deadline per identity: short, since the DNS server is on
+/// loopback, yet far above what an answer from it takes on a busy machine.
+pub const SPF_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shipped snippets, relative to the package root.
+const PACKAGED_MAIN_CF: &str = "packaging/main.cf";
+const PACKAGED_MASTER_CF: &str = "packaging/master.cf";
 
 /// Upper bounds for waits. They only bound a broken run; passing runs take a fraction.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -184,17 +199,18 @@ fn lookup_group(name: &str) -> Option<u32> {
 }
 
 /// greyspf.conf contents: ordered `key = value` lines. Tests start from `for_tests()`
-/// and add or replace keys, e.g. `.set("spf_enable", "yes").set("dns_server",
-/// "127.0.0.1:5353")` for SPF tests against a DNS server on loopback.
+/// and add or replace keys, e.g. `.set("greylist_spf_key", "no")` to key every triplet
+/// on the client network.
 #[derive(Debug, Clone)]
 pub struct GreyspfConfig {
     entries: Vec<(String, String)>,
 }
 
 impl GreyspfConfig {
-    /// Short timers, a fixed hostname, and SPF off (it needs a test DNS server).
-    /// state_directory, whitelist_clients, whitelist_recipients and syslog_socket are
-    /// filled in by the instance with paths in its directory unless set here.
+    /// Short timers, a fixed hostname, and SPF on with greylisting keyed on the
+    /// SPF-authenticated domain. state_directory, whitelist_clients,
+    /// whitelist_recipients and syslog_socket are filled in by the instance with paths in
+    /// its directory, and dns_server with its DNS server's address, unless set here.
     pub fn for_tests() -> GreyspfConfig {
         GreyspfConfig {
             entries: Vec::new(),
@@ -205,7 +221,9 @@ impl GreyspfConfig {
             "keeper_idle_timeout",
             &format!("{}s", KEEPER_IDLE_TIMEOUT.as_secs()),
         )
-        .set("spf_enable", "no")
+        .set("spf_enable", "yes")
+        .set("spf_timeout", &format!("{}s", SPF_TIMEOUT.as_secs()))
+        .set("greylist_spf_key", "yes")
     }
 
     /// Sets `key = value`, replacing an earlier value of the same key.
@@ -248,6 +266,7 @@ pub struct Builder {
     whitelist_clients: Vec<String>,
     whitelist_recipients: Vec<String>,
     main_cf: Vec<(String, String)>,
+    zone: Zone,
     binary: PathBuf,
 }
 
@@ -258,6 +277,7 @@ impl Default for Builder {
             whitelist_clients: Vec::new(),
             whitelist_recipients: Vec::new(),
             main_cf: Vec::new(),
+            zone: Zone::new(),
             binary: PathBuf::from(env!("CARGO_BIN_EXE_greyspf")),
         }
     }
@@ -285,6 +305,13 @@ impl Builder {
     /// Adds a line to the whitelist_recipients file (postgrey syntax).
     pub fn whitelist_recipient(mut self, entry: &str) -> Builder {
         self.whitelist_recipients.push(entry.to_string());
+        self
+    }
+
+    /// The records the instance's DNS server serves (empty by default: every SPF check
+    /// then finds no record, result `none`).
+    pub fn dns_zone(mut self, zone: Zone) -> Builder {
+        self.zone = zone;
         self
     }
 
@@ -321,6 +348,12 @@ pub struct Instance {
     port: u16,
     master_pid: Option<i32>,
     log_collector: Option<LogCollector>,
+    /// The greyspf service entry of master.cf, written with the other services once the
+    /// port is known.
+    policy_service: String,
+    /// Dropped after `Drop::drop` has ended every process of the instance (fields drop
+    /// last), so greyspf never waits on a DNS server that is gone.
+    dns: Option<DnsServer>,
 }
 
 /// A greyspf process that belongs to an instance.
@@ -359,6 +392,8 @@ impl Instance {
             port: 0,
             master_pid: None,
             log_collector: None,
+            policy_service: String::new(),
+            dns: None,
         }
     }
 
@@ -373,6 +408,13 @@ impl Instance {
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.smtp_addr()));
         assert_eq!(session.banner.code, 220, "greeting: {}", session.banner);
         session
+    }
+
+    /// The DNS server greyspf asks for SPF records.
+    pub fn dns(&self) -> &DnsServer {
+        self.dns
+            .as_ref()
+            .expect("the DNS server runs from the start of the instance")
     }
 
     /// The effective greyspf configuration, paths included.
@@ -392,6 +434,32 @@ impl Instance {
         fs::read(&self.greyspf_log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Waits until greyspf has logged `count` lines containing `needle` and returns
+    /// them; the log arrives over a socket, a moment after the reply it belongs to.
+    pub fn wait_greyspf_log(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        loop {
+            let found: Vec<String> = self
+                .greyspf_log()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} of {count} greyspf log lines with {needle:?} after \
+                     {DELIVERY_TIMEOUT:?}:\n{}",
+                    found.len(),
+                    tail(&self.greyspf_log(), 40)
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Fails the test when the logs show trouble between smtpd and greyspf: a policy
@@ -592,15 +660,22 @@ impl Instance {
 
         let syslog_socket = log_dir.join("syslog.sock");
         self.log_collector = Some(LogCollector::start(&syslog_socket, &self.greyspf_log));
+        let dns = DnsServer::start(builder.zone.clone());
+        let dns_addr = dns.addr().to_string();
+        self.dns = Some(dns);
 
         self.greyspf_config = builder
             .greyspf
+            .set_default("dns_server", &dns_addr)
             .set_default("state_directory", &path_str(&state_dir))
             .set_default("whitelist_clients", &path_str(&whitelist_clients))
             .set_default("whitelist_recipients", &path_str(&whitelist_recipients))
             .set_default("syslog_socket", &path_str(&syslog_socket));
         let greyspf_conf = greyspf_dir.join("greyspf.conf");
         write_file(&greyspf_conf, &self.greyspf_config.render(), 0o644);
+
+        let packaged = Snippets::read();
+        self.policy_service = packaged.master_cf_entry(&binary, &greyspf_conf);
 
         let root = path_str(&self.root);
         let mut main_cf = vec![
@@ -640,16 +715,16 @@ impl Instance {
             ("maillog_file_prefixes", root.clone()),
             // Tests impersonate other clients (addresses, names, IPv6) with XCLIENT.
             ("smtpd_authorized_xclient_hosts", "127.0.0.1".to_string()),
+            // Relay control is left to the packaged smtpd_recipient_restrictions, which
+            // reject unauthorised destinations before asking greyspf.
             ("smtpd_relay_restrictions", String::new()),
-            (
-                "smtpd_recipient_restrictions",
-                "reject_unauth_destination, check_policy_service unix:private/policy".to_string(),
-            ),
             // Ten parallel messages must not be slowed down by flow control.
             ("in_flow_delay", "0s".to_string()),
             ("biff", "no".to_string()),
         ];
-        for (k, v) in &builder.main_cf {
+        // The packaged greyspf parameters (restrictions, the spawn time limit), then what
+        // the test asked for: a later entry replaces an earlier one of the same name.
+        for (k, v) in packaged.main_cf.iter().chain(&builder.main_cf) {
             main_cf.retain(|(name, _)| name != k);
             main_cf.push((k.as_str(), v.clone()));
         }
@@ -665,8 +740,6 @@ impl Instance {
     /// Another process may grab the port between our probe and the master's bind; that
     /// is retried with another port.
     fn launch(&mut self) {
-        let greyspf_conf = self.root.join("greyspf").join("greyspf.conf");
-        let binary = self.bin_dir.join("greyspf");
         let mut last_error = String::new();
         for _attempt in 0..3 {
             self.port = free_port();
@@ -692,12 +765,10 @@ impl Instance {
                  anvil     unix  - - n - 1 anvil\n\
                  scache    unix  - - n - 1 scache\n\
                  postlog   unix-dgram n - n - 1 postlogd\n\
-                 # greyspf: one process per smtpd policy connection, no process limit.\n\
-                 policy    unix  - n n - 0 spawn\n  user={user} argv={binary} -c {conf}\n",
+                 # greyspf, from the packaged snippet.\n\
+                 {policy}",
                 port = self.port,
-                user = SPAWN_USER,
-                binary = binary.display(),
-                conf = greyspf_conf.display(),
+                policy = self.policy_service,
             );
             write_file(&self.config_dir.join("master.cf"), &master_cf, 0o644);
             match run_postfix(&self.postfix, &self.config_dir, "start") {
@@ -818,6 +889,148 @@ impl Drop for Instance {
             let _ = fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// The greyspf snippets of `packaging/`, as the instance uses them.
+pub struct Snippets {
+    /// Every parameter of the main.cf snippet, in order.
+    pub main_cf: Vec<(String, String)>,
+    /// The spawn service entry of the master.cf snippet, split into words.
+    service: Vec<String>,
+}
+
+impl Snippets {
+    /// Reads both snippets; panics with the reason when they do not fit together, since
+    /// an administrator pasting them would get a broken setup too.
+    pub fn read() -> Snippets {
+        let read = |rel: &str| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+            fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read the shipped {rel}: {e}"))
+        };
+        let main_cf = parse_main_cf(&read(PACKAGED_MAIN_CF));
+        let service = parse_master_cf(&read(PACKAGED_MASTER_CF))
+            .into_iter()
+            .find(|words| words.get(7).map(String::as_str) == Some("spawn"))
+            .unwrap_or_else(|| panic!("{PACKAGED_MASTER_CF} has no spawn service entry"));
+        let endpoint = format!("unix:private/{}", service[0]);
+
+        // greyspf holds X-Greylist back for the next request of the same message when the
+        // first recipient's reply carries the SPF header; for a message with one
+        // recipient that is the DATA-stage request, so both stages must ask greyspf.
+        for stage in ["smtpd_recipient_restrictions", "smtpd_data_restrictions"] {
+            let list = main_cf
+                .iter()
+                .find(|(k, _)| k == stage)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{PACKAGED_MAIN_CF} does not set {stage}"));
+            let policy = policy_restriction(list).unwrap_or_else(|| {
+                panic!("{PACKAGED_MAIN_CF}: no check_policy_service in {stage}")
+            });
+            assert!(
+                policy.contains(&endpoint),
+                "{PACKAGED_MAIN_CF}: {stage} asks {policy:?}, but {PACKAGED_MASTER_CF} \
+                 defines the service {endpoint}"
+            );
+        }
+        Snippets { main_cf, service }
+    }
+
+    /// The value of a main.cf parameter of the snippet.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.main_cf
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The service entry with this instance's binary, configuration file and spawn
+    /// user; every other word is kept as shipped.
+    pub fn master_cf_entry(&self, binary: &Path, config: &Path) -> String {
+        let (fields, args) = self.service.split_at(8.min(self.service.len()));
+        let mut out_args: Vec<String> = Vec::new();
+        let mut command: Option<Vec<String>> = None;
+        for arg in args {
+            if let Some(cmd) = command.as_mut() {
+                cmd.push(arg.clone());
+            } else if arg.starts_with("user=") {
+                out_args.push(format!("user={SPAWN_USER}"));
+            } else if arg.starts_with("argv=") {
+                // Everything after argv= is the command line of greyspf.
+                command = Some(vec![format!("argv={}", path_str(binary))]);
+            } else {
+                out_args.push(arg.clone());
+            }
+        }
+        let mut command = command
+            .unwrap_or_else(|| panic!("{PACKAGED_MASTER_CF}: the greyspf entry has no argv="));
+        let config = path_str(config);
+        match command.iter().position(|a| a == "-c") {
+            Some(i) if i + 1 < command.len() => command[i + 1] = config,
+            _ => {
+                command.insert(1, config);
+                command.insert(1, "-c".to_string());
+            }
+        }
+        out_args.extend(command);
+        format!("{}\n  {}\n", fields.join(" "), out_args.join(" "))
+    }
+}
+
+/// The logical lines of a main.cf or master.cf: comment and blank lines dropped, lines
+/// that start with white space joined to the line they continue.
+fn logical_lines(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => {
+                last.push(' ');
+                last.push_str(trimmed);
+            }
+            _ => out.push(trimmed.to_string()),
+        }
+    }
+    out
+}
+
+/// `name = value` parameters of a main.cf, in order.
+fn parse_main_cf(text: &str) -> Vec<(String, String)> {
+    logical_lines(text)
+        .iter()
+        .map(|line| {
+            let (name, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a main.cf parameter: {line:?}"));
+            (name.trim().to_string(), value.trim().to_string())
+        })
+        .collect()
+}
+
+/// The entries of a master.cf, each split into words.
+fn parse_master_cf(text: &str) -> Vec<Vec<String>> {
+    logical_lines(text)
+        .iter()
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// The `check_policy_service ...` element of a restriction list, with its `{ ... }`
+/// options when it has them.
+fn policy_restriction(list: &str) -> Option<String> {
+    const NAME: &str = "check_policy_service";
+    let start = list.find(NAME)?;
+    let rest = &list[start + NAME.len()..];
+    let arg = rest.trim_start();
+    let arg = if arg.starts_with('{') {
+        &arg[..=arg.find('}')?]
+    } else {
+        arg.split([',', ' ', '\t']).next()?
+    };
+    Some(format!("{NAME} {arg}"))
 }
 
 /// A message as virtual(8) delivered it.
