@@ -302,3 +302,38 @@ fn privacy_mode_stores_no_addresses() {
         ],
     );
 }
+
+#[test]
+fn sigterm_stops_the_keeper_without_losing_state() {
+    let t = TestDir::new("term");
+    // A long flush interval: only the clean exit can have written these.
+    let args = t.args(&[
+        "greylist_delay=1h",
+        "store_flush_interval=1h",
+        "keeper_idle_timeout=1h",
+    ]);
+    let mut input = String::new();
+    for i in 0..5 {
+        input.push_str(&request(
+            "192.0.2.1",
+            &format!("s{i}@example.org"),
+            "r@example.com",
+            "t",
+        ));
+    }
+    assert_eq!(run_stream(&args, input.as_bytes()).0, 0);
+    let pids = t.keeper_pids();
+    assert_eq!(pids.len(), 1);
+    assert!(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pids[0].to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_keeper_gone(&t);
+    assert_eq!(t.wait_log("keeper exiting: signal 15", 1).len(), 1);
+    let j = stats_json(&args);
+    assert_eq!((counter(&j, "new"), counter(&j, "triplets")), (5, 5), "{j}");
+}

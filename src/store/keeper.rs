@@ -182,6 +182,8 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 
 /// Runs the keeper until it is idle, retired, or its socket is taken away.
 pub fn run(cfg: &Config) -> Result<(), StoreError> {
+    // Before any thread exists (sled starts its own), so that every thread inherits the mask.
+    let signals = block_stop_signals();
     let dir = &cfg.state_directory;
     if !dir.exists() {
         std::fs::create_dir_all(dir)
@@ -231,6 +233,16 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || housekeeping(&shared, idle));
     }
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: the set was initialised by block_stop_signals; sig is writable.
+            if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
+                shared.exit(&format!("signal {sig}"));
+            }
+        });
+    }
     // SAFETY: plain libc call.
     let me = unsafe { libc::geteuid() };
     for stream in listener.incoming() {
@@ -254,6 +266,22 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Blocks TERM, INT and HUP in this thread and every thread spawned after it, so that one
+/// thread can wait for them and stop the keeper with a flush: a shutdown must not cost
+/// the last flush interval of greylist state.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
 }
 
 /// Idle exit, loss of the socket, counters to disk, and incremental expiry.
