@@ -207,7 +207,8 @@ fn check(req: Request) -> Block {
         "" => Block::Malformed("request attribute missing".into()),
         other => Block::Malformed(format!(
             "unknown request type {:?}",
-            &other[..other.len().min(64)]
+            // Cut by characters: a byte index could fall inside one and panic.
+            other.chars().take(64).collect::<String>()
         )),
     }
 }
