@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::{self, Network};
+use crate::spf::{HeaderKind, SpfResult};
 
 /// The default configuration file; a missing default file means all defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/greyspf/greyspf.conf";
@@ -75,13 +76,6 @@ pub struct Sources {
     pub overrides: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpfHeader {
-    ReceivedSpf,
-    AuthenticationResults,
-    None,
-}
-
 /// The validated configuration. Derived defaults are already filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -107,11 +101,11 @@ pub struct Config {
     pub whitelist_recipients: Vec<PathBuf>,
     pub spf_enable: bool,
     pub spf_helo_check: bool,
-    pub spf_reject_results: Vec<String>,
-    pub spf_defer_results: Vec<String>,
+    pub spf_reject_results: Vec<SpfResult>,
+    pub spf_defer_results: Vec<SpfResult>,
     pub spf_reject_text: String,
     pub spf_defer_text: String,
-    pub spf_header: SpfHeader,
+    pub spf_header: HeaderKind,
     pub spf_authserv_id: String,
     pub spf_timeout: Duration,
     pub dns_server: Option<std::net::SocketAddr>,
@@ -126,17 +120,6 @@ pub struct Config {
     pub effective: Vec<(&'static str, String)>,
     pub sources: Sources,
 }
-
-/// SPF results as configuration lists name them.
-pub const SPF_RESULTS: &[&str] = &[
-    "pass",
-    "fail",
-    "softfail",
-    "neutral",
-    "none",
-    "temperror",
-    "permerror",
-];
 
 struct Raw {
     values: HashMap<&'static str, (String, String)>,
@@ -377,25 +360,12 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         validate_action(v).map_err(|m| invalid(o, k, m))?;
         Ok(v.to_string())
     };
-    let results = |k: &str| -> Result<Vec<String>, ConfigError> {
+    let results = |k: &str| -> Result<Vec<SpfResult>, ConfigError> {
         let (v, o) = raw.get(k);
-        let list: Vec<String> = split_list(v)
+        split_list(v)
             .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
-        for r in &list {
-            if !SPF_RESULTS.contains(&r.as_str()) {
-                return Err(invalid(
-                    o,
-                    k,
-                    format!(
-                        "unknown SPF result {r:?} (one of {})",
-                        SPF_RESULTS.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(list)
+            .map(|r| r.parse::<SpfResult>().map_err(|e| invalid(o, k, e)))
+            .collect()
     };
     let paths = |k: &str| -> Vec<PathBuf> {
         split_list(raw.get(k).0)
@@ -420,18 +390,8 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
     };
     let spf_header = {
         let (v, o) = raw.get("spf_header");
-        match v.to_ascii_lowercase().as_str() {
-            "received-spf" => SpfHeader::ReceivedSpf,
-            "authentication-results" => SpfHeader::AuthenticationResults,
-            "none" => SpfHeader::None,
-            _ => {
-                return Err(invalid(
-                    o,
-                    "spf_header",
-                    "expected received-spf, authentication-results or none",
-                ));
-            }
-        }
+        v.parse::<HeaderKind>()
+            .map_err(|e| invalid(o, "spf_header", e))?
     };
     let dns_server = {
         let (v, o) = raw.get("dns_server");

@@ -109,14 +109,13 @@ fn evaluate_spf(
         if verdict.is_some() {
             continue;
         }
-        let r = o.result.as_str();
-        if cfg.spf_reject_results.iter().any(|x| x == r) {
+        if cfg.spf_reject_results.contains(&o.result) {
             let text = match &o.explanation {
                 Some(e) => e.clone(),
                 None => spf_text(&cfg.spf_reject_text, o, ip),
             };
             verdict = Some((format!("550 5.7.23 {text}"), "reject"));
-        } else if cfg.spf_defer_results.iter().any(|x| x == r) {
+        } else if cfg.spf_defer_results.contains(&o.result) {
             verdict = Some((
                 format!("451 4.7.24 {}", spf_text(&cfg.spf_defer_text, o, ip)),
                 "defer",

@@ -501,13 +501,7 @@ impl SpfSettings {
         SpfSettings {
             dns_server: cfg.dns_server,
             timeout: cfg.spf_timeout,
-            header: match cfg.spf_header {
-                crate::config::SpfHeader::ReceivedSpf => HeaderKind::ReceivedSpf,
-                crate::config::SpfHeader::AuthenticationResults => {
-                    HeaderKind::AuthenticationResults
-                }
-                crate::config::SpfHeader::None => HeaderKind::None,
-            },
+            header: cfg.spf_header,
             authserv_id: cfg.spf_authserv_id.clone(),
             hostname: cfg.hostname.clone(),
         }
