@@ -78,5 +78,6 @@ pub fn serve<R: BufRead, W: Write>(
         };
         write_reply(&mut output, &action)?;
     }
+    store.finish();
     Ok(())
 }

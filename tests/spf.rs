@@ -146,6 +146,24 @@ fn one_evaluation_per_message_and_configured_defer() {
         "451 4.7.24 SPF check for temp.example could not be completed, please try again later"
     );
     assert_eq!(s.finish().0, 0);
+    // SPF results are counted by identity and result; they reach the keeper at the end
+    // of input, since no greylist question carried them earlier.
+    let args = args(&t, &dns, &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let want = "\"spf_helo_none\":2,\"spf_mail_from_fail\":1,\"spf_mail_from_temperror\":1";
+    loop {
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .args(["stats", "--json"])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout).to_string();
+        if json.contains(want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{json}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub trait Greylister {
     fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError>;
     /// Adds to counters the keeper cannot see for itself (whitelist hits, SPF results).
     fn count(&mut self, _name: &str) {}
+    /// Called at end of input: a last chance to hand over what is still held back.
+    fn finish(&mut self) {}
 }
 
 struct Conn {
@@ -45,9 +47,12 @@ pub struct KeeperClient {
     /// After a failed start, later requests do not try again before this instant, so a
     /// broken store costs one timeout per interval, not one per request.
     retry_after: Option<Instant>,
-    /// Store failures seen while the keeper was away, reported when it is back.
-    pending_failures: u64,
+    /// Counters not yet handed to the keeper (store failures among them).
+    pending_counts: std::collections::BTreeMap<String, u64>,
 }
+
+/// Counts held back before they are sent on their own.
+const COUNT_BATCH: u64 = 64;
 
 impl KeeperClient {
     pub fn new(cfg: &Config) -> Self {
@@ -57,7 +62,41 @@ impl KeeperClient {
             timeout: cfg.store_timeout,
             conn: None,
             retry_after: None,
-            pending_failures: 0,
+            pending_counts: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Hands the held-back counts to the keeper in one NOTE frame, which it does not
+    /// answer. Best effort: counts must never cost mail anything.
+    fn send_counts(&mut self) {
+        if self.pending_counts.is_empty() {
+            return;
+        }
+        if self.conn.is_none() {
+            if self.retry_after.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+            match self.connect() {
+                Ok(c) => self.conn = Some(c),
+                Err(_) => return,
+            }
+        }
+        let numbers: Vec<(String, String)> = self
+            .pending_counts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        let mut fields = vec!["NOTE"];
+        for (k, v) in &numbers {
+            fields.push(k);
+            fields.push(v);
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            if write_frame(&mut conn.writer, &fields).is_ok() {
+                self.pending_counts.clear();
+            } else {
+                self.conn = None;
+            }
         }
     }
 
@@ -160,7 +199,10 @@ impl KeeperClient {
     pub fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
         let r = self.call_inner(fields);
         if r.is_err() && fields.first() == Some(&"GREY") {
-            self.pending_failures += 1;
+            *self
+                .pending_counts
+                .entry("store_failures".into())
+                .or_insert(0) += 1;
         }
         r
     }
@@ -219,22 +261,23 @@ impl KeeperClient {
 }
 
 impl Greylister for KeeperClient {
+    /// Counts locally; the counts travel to the keeper with the next greylist question,
+    /// so counting never costs a request a round trip of its own.
     fn count(&mut self, name: &str) {
-        // Counting is best effort: it must never cost a request its answer.
-        if self.pending_failures > 0 {
-            let n = self.pending_failures.to_string();
-            if self
-                .call(&["COUNT", name, "1", "store_failures", &n])
-                .is_ok()
-            {
-                self.pending_failures = 0;
-            }
-        } else {
-            let _ = self.call(&["COUNT", name, "1"]);
+        *self.pending_counts.entry(name.to_string()).or_insert(0) += 1;
+        if self.pending_counts.values().sum::<u64>() >= COUNT_BATCH {
+            self.send_counts();
         }
     }
 
+    fn finish(&mut self) {
+        self.send_counts();
+    }
+
     fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
+        if !self.pending_counts.is_empty() && self.conn.is_some() {
+            self.send_counts();
+        }
         let t = &q.timers;
         let nums = [
             t.delay_ms,
@@ -256,14 +299,7 @@ impl Greylister for KeeperClient {
             &nums[3],
             &nums[4],
         ])?;
-        let v = parse_verdict(&reply);
-        if v.is_ok() && self.pending_failures > 0 {
-            let n = self.pending_failures.to_string();
-            if self.call(&["COUNT", "store_failures", &n]).is_ok() {
-                self.pending_failures = 0;
-            }
-        }
-        v
+        parse_verdict(&reply)
     }
 }
 

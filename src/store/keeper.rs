@@ -355,6 +355,18 @@ fn network(fields: &[String]) -> Result<Network, String> {
     field(fields, 1).parse::<Network>()
 }
 
+/// Adds `name value` pairs to the counters, ignoring names an instance may not set.
+fn note_counts(shared: &Shared, pairs: &[String]) {
+    for pair in pairs.chunks(2) {
+        if let [name, n] = pair
+            && instance_counter(name)
+            && let Ok(n) = n.parse()
+        {
+            shared.db.count(name, n);
+        }
+    }
+}
+
 /// Answers one request frame.
 fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
     let ok = |rest: Vec<String>| {
@@ -390,13 +402,7 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
             Ok(ok(vec![v.reason().into(), value.to_string()]))
         }
         "COUNT" => {
-            for pair in f[1..].chunks(2) {
-                if let [name, n] = pair
-                    && instance_counter(name)
-                {
-                    shared.db.count(name, n.parse().map_err(|_| "bad count")?);
-                }
-            }
+            note_counts(shared, &f[1..]);
             Ok(ok(vec![]))
         }
         "STATS" => Ok(ok(shared
@@ -449,6 +455,11 @@ fn serve_connection(shared: &Shared, stream: UnixStream) -> std::io::Result<()> 
     let mut writer = BufWriter::new(stream);
     while let Some(fields) = read_frame(&mut reader)? {
         shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+        if fields.first().map(String::as_str) == Some("NOTE") {
+            // Counts from an instance: no answer, so counting costs it no round trip.
+            note_counts(shared, &fields[1..]);
+            continue;
+        }
         if fields.first().map(String::as_str) == Some("RETIRE") {
             let _ = write_frame(&mut writer, &["BYE"]);
             shared.exit("asked to retire by a client of another version");
