@@ -3,11 +3,32 @@
 #
 #   bench/run.sh                       everything, with the defaults below
 #   RUNS=10 REQUESTS=50000 bench/run.sh
+#   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, postgrey)
 #
 # Settings (environment): REQUESTS (requests per stream, 20000), RUNS (measured runs per
 # policy, 5), WARMUP (1), SPAWNS (start-ups measured per policy, 200), CONCURRENCY (levels,
 # "1,4,16,64"), SEED (1), OUT (where results go, target/bench), PROFILE (release; debug
-# only to try the script quickly: debug figures mean nothing).
+# only to try the script quickly: debug figures mean nothing), ONLY (comma list of parts,
+# "all"), SPF_REQUESTS (requests in the SPF stream, 10000), SPF_DOMAINS (1000),
+# POSTGREY_REQUESTS (requests of the greylisting stream given to postgrey, 5000), PIN (a
+# CPU number: run the one-stream and start-up tables, every policy, its helpers and the
+# nameserver on that one CPU; unset: no pinning).
+#
+# Why PIN: the driver waits for each reply, as smtpd does, so every request is a hand-over
+# between processes. On a quiet virtual machine the CPU that must take the hand-over is
+# often idle, and waking it costs tens of microseconds (about 100 us per request for the
+# do-nothing policy, against 5 us on a busy machine), which hides what the policies cost and
+# makes the ratios between them depend on how busy the machine happens to be. On one CPU
+# every hand-over is a plain context switch: the tables then compare the work each policy
+# makes the machine do. The concurrency table is never pinned: it measures scaling.
+#
+# The comparisons run when their programs are installed and are skipped with a message
+# otherwise: postfix-policyd-spf-python and postfix-policyd-spf-perl (Debian packages) on the
+# SPF stream, postgrey and socat on the greylisting stream. The SPF part needs root, ip
+# netns and dnsmasq: every SPF policy runs in a private network namespace whose only
+# nameserver is a dnsmasq on its loopback serving the generated zone, so greyspf
+# (dns_server=) and the programs that use the system resolver (a resolv.conf bind-mounted
+# by ip netns exec) ask the same server, and no query can leave the machine.
 #
 # Every policy is measured side by side with the others in the same driver run (runs
 # interleaved), so a busy machine slows all of them alike; the machine line says what the
@@ -25,10 +46,20 @@ CONCURRENCY=${CONCURRENCY:-1,4,16,64}
 SEED=${SEED:-1}
 OUT=${OUT:-target/bench}
 PROFILE=${PROFILE:-release}
+ONLY=${ONLY:-all}
+PIN=${PIN:-}
+SPF_REQUESTS=${SPF_REQUESTS:-10000}
+SPF_DOMAINS=${SPF_DOMAINS:-1000}
+POSTGREY_REQUESTS=${POSTGREY_REQUESTS:-5000}
 
 BIN=target/$PROFILE
 DRIVER=$BIN/examples/bench_driver
 status=0
+# Prefix of the driver's command line: the SPF tables run it inside the namespace.
+IN_NETNS=()
+NETNS=
+DNSMASQ_PID=
+POSTGREY_DIR=
 
 # ---------------------------------------------------------------------------------------
 # Policies. Each add_* function appends the driver arguments for one policy to POLICIES;
@@ -71,7 +102,129 @@ add_null() {
     POLICIES+=(--policy "null=$BIN/examples/null_policy")
 }
 
+# greyspf with SPF against the namespace's nameserver. $1: row name; $2: state directory;
+# $3: "greylist" for SPF and greylisting in one decision (greylist_delay=0), anything else
+# for SPF alone; $4: "prepare" to start the keeper before each run, as above.
+add_greyspf_spf() {
+    local name=$1 state=$2 command
+    local settings=(spf_enable=yes dns_server=127.0.0.1:53)
+    if [ "$3" = greylist ]; then
+        settings+=(greylist_delay=0)
+    else
+        settings+=(greylist_enable=no)
+    fi
+    command=$(greyspf_command "$state" "${settings[@]}")
+    POLICIES+=(--policy "$name=$command")
+    if [ "${4:-}" = prepare ]; then
+        POLICIES+=(--prepare "$name=$command check --client-address 192.0.2.1 \
+--sender prepare@bench.invalid --recipient prepare@bench.invalid")
+    fi
+}
+
+# postfix-policyd-spf-python with the configuration its Debian package installs, written
+# out here so that local edits of the system's copy do not change the figures.
+add_policyd_spf_python() {
+    local program=/usr/bin/policyd-spf
+    if [ ! -x "$program" ]; then
+        note "postfix-policyd-spf-python is not installed ($program): its rows are skipped."
+        return 0
+    fi
+    printf '%s\n' 'debugLevel = 1' 'TestOnly = 1' 'HELO_reject = Fail' \
+        'Mail_From_reject = Fail' 'PermError_reject = False' 'TempError_Defer = False' \
+        'skip_addresses = 127.0.0.0/8,::ffff:127.0.0.0/104,::1' >"$WORK/policyd-spf.conf"
+    POLICIES+=(--policy "policyd-spf-python=$program $WORK/policyd-spf.conf")
+}
+
+# postfix-policyd-spf-perl: no configuration file; it rejects fail and defers temperror.
+add_policyd_spf_perl() {
+    local program=/usr/sbin/postfix-policyd-spf-perl
+    if [ ! -x "$program" ]; then
+        note "postfix-policyd-spf-perl is not installed ($program): its rows are skipped."
+        return 0
+    fi
+    POLICIES+=(--policy "policyd-spf-perl=$program")
+}
+
+# postgrey, a daemon: bench/postgrey.sh (the prepare step) starts it on a fresh database
+# before each run and socat carries the driver's stdin/stdout to its socket, so its
+# first-reply figure is socat's start and a connect, not postgrey's own start-up.
+# $1: greylist delay in seconds, given to postgrey.
+add_postgrey() {
+    POLICIES+=(--policy "postgrey=socat STDIO UNIX-CONNECT:$POSTGREY_DIR/socket")
+    POLICIES+=(--prepare "postgrey=env POSTGREY_DELAY=$1 bench/postgrey.sh start $POSTGREY_DIR")
+}
+
 # ---------------------------------------------------------------------------------------
+
+note() {
+    printf '\n%s\n' "$*" | tee -a "$REPORT"
+}
+
+want() {
+    [ "$ONLY" = all ] || [[ ",$ONLY," == *",$1,"* ]]
+}
+
+# Undoes what the SPF and postgrey parts set up; run on every exit.
+cleanup() {
+    if [ -n "$DNSMASQ_PID" ]; then
+        kill "$DNSMASQ_PID" 2>/dev/null || true
+        wait "$DNSMASQ_PID" 2>/dev/null || true
+        DNSMASQ_PID=
+    fi
+    if [ -n "$NETNS" ]; then
+        ip netns delete "$NETNS" 2>/dev/null || true
+        rm -rf "/etc/netns/$NETNS"
+        NETNS=
+    fi
+    if [ -n "$POSTGREY_DIR" ]; then
+        bench/postgrey.sh stop "$POSTGREY_DIR" || true
+        rm -rf "$POSTGREY_DIR"
+        POSTGREY_DIR=
+    fi
+}
+
+# Creates the namespace and starts its nameserver; returns non-zero (after saying why) when
+# this machine cannot. $1: the dnsmasq fragment with the zone.
+start_netns() {
+    local zone=$1 missing=
+    [ "$(id -u)" -eq 0 ] || missing="root (for ip netns)"
+    command -v ip >/dev/null || missing="ip (iproute2)"
+    command -v dnsmasq >/dev/null || missing="dnsmasq (package dnsmasq-base)"
+    if [ -n "$missing" ]; then
+        note "SPF tables skipped: they need $missing."
+        return 1
+    fi
+    NETNS=greyspf-bench-$$
+    if ! ip netns add "$NETNS" 2>/dev/null; then
+        NETNS=
+        note "SPF tables skipped: cannot create a network namespace here (ip netns add failed)."
+        return 1
+    fi
+    ip netns exec "$NETNS" ip link set lo up
+    # ip netns exec bind-mounts this file over /etc/resolv.conf for what it runs.
+    mkdir -p "/etc/netns/$NETNS"
+    printf 'nameserver 127.0.0.1\n' >"/etc/netns/$NETNS/resolv.conf"
+    # Answers only from the zone: no upstream, no hosts file, NXDOMAIN for unknown names
+    # under example. A TTL of 5 minutes, as real SPF records commonly have, lets a resolver
+    # that caches do so.
+    printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
+        local=/example/ local-ttl=300 pid-file= "log-facility=$WORK/dnsmasq.log" \
+        "conf-file=$zone" >"$WORK/dnsmasq.conf"
+    local pin=()
+    [ -z "$PIN" ] || pin=(taskset -c "$PIN")
+    ip netns exec "$NETNS" "${pin[@]}" dnsmasq --keep-in-foreground --conf-file="$WORK/dnsmasq.conf" &
+    DNSMASQ_PID=$!
+    # Up when its UDP socket on 127.0.0.1:53 (0100007F:0035) shows; at most 10 s.
+    for _ in $(seq 1 200); do
+        if ip netns exec "$NETNS" cat /proc/net/udp | grep -q ' 0100007F:0035 '; then
+            return 0
+        fi
+        kill -0 "$DNSMASQ_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    note "SPF tables skipped: dnsmasq did not start (see $WORK/dnsmasq.log)."
+    return 1
+}
 
 machine() {
     local cpu load
@@ -79,7 +232,10 @@ machine() {
     load=$(cut -d' ' -f1 /proc/loadavg)
     printf 'Machine: %s CPUs (%s), Linux %s, %s; load average %s; %s; %s.\n' \
         "$(nproc)" "${cpu:-unknown CPU}" "$(uname -r)" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-        "$(cut -d' ' -f1-3 /proc/loadavg)" "$(rustc --version)" "$($BIN/greyspf --version)"
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$(rustc --version)" "$("$BIN"/greyspf --version)"
+    if [ -n "$PIN" ]; then
+        printf 'Pinned: the stream and start-up tables ran on CPU %s alone (taskset), policies, helpers and nameserver included.\n' "$PIN"
+    fi
     # Other work on the machine slows every policy, but not alike: greyspf needs a core for
     # its keeper as well. Say so next to the figures rather than let them mislead.
     if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
@@ -94,8 +250,11 @@ table() {
     local title=$1 json=$2
     shift 2
     printf '\n### %s\n\n' "$title" | tee -a "$REPORT"
-    local rc=0
-    "$DRIVER" --json "$OUT/$json" "$@" | tee -a "$REPORT" || rc=$?
+    local rc=0 pin=()
+    if [ -n "$PIN" ] && [ -z "${NO_PIN:-}" ]; then
+        pin=(taskset -c "$PIN")
+    fi
+    "${IN_NETNS[@]}" "${pin[@]}" "$DRIVER" --json "$OUT/$json" "$@" | tee -a "$REPORT" || rc=$?
     if [ "$rc" -ne 0 ]; then
         echo "(the driver reported problems: exit status $rc)" | tee -a "$REPORT"
         status=1
@@ -117,26 +276,9 @@ store_per_triplet() {
         "$triplets" "$disk" "$((disk / triplets))" "$apparent" "$((apparent / triplets))" | tee -a "$REPORT"
 }
 
-main() {
-    if [ "$PROFILE" = release ]; then
-        cargo build --release --locked --bins --examples
-    else
-        cargo build --locked --bins --examples
-    fi
-
-    mkdir -p "$OUT"
-    # State directories of earlier invocations: their keepers are gone after the idle timeout.
-    rm -rf "$OUT"/work.*
-    WORK=$(mktemp -d "$OUT/work.XXXXXX")
-    WORK=$(cd "$WORK" && pwd)
-    : >"$WORK/empty.conf"
-    REPORT=$OUT/report.md
-    : >"$REPORT"
-
+greylist_tables() {
     python3 bench/gen_requests.py --seed "$SEED" --requests "$REQUESTS" \
         --stats "$WORK/greylist.stats.json" >"$WORK/greylist.txt"
-
-    machine | tee -a "$REPORT"
     printf 'Greylisting stream: %s requests (seed %s): new triplets, retries, several recipients per message, null senders, IPv6, BATV/VERP/SRS/+ext senders.\n' \
         "$REQUESTS" "$SEED" | tee -a "$REPORT"
 
@@ -158,9 +300,108 @@ main() {
     POLICIES=()
     add_greyspf_greylist "$WORK/state/concurrent-{n}-{run}" prepare
     add_null
-    table "Concurrency: N processes at once on one keeper, the stream split between them, $RUNS runs" \
+    NO_PIN=1 table "Concurrency: N processes at once on one keeper, the stream split between them, $RUNS runs" \
         concurrency.json --requests "$WORK/greylist.txt" --concurrency "$CONCURRENCY" --split \
         --runs "$RUNS" --warmup "$WARMUP" "${POLICIES[@]}"
+}
+
+# The SPF stream: the same generator over a generated zone (pass, fail, softfail, neutral
+# and none domains; clients of a pass domain inside its network), every policy in the
+# namespace. greyspf alone (greylisting off: the pure SPF comparison) and greyspf with SPF
+# and greylisting in one decision, beside the programs it replaces.
+spf_tables() {
+    python3 bench/spf_zone.py --seed "$SEED" --domains "$SPF_DOMAINS" \
+        --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone"
+    start_netns "$WORK/spf.zone" || return 0
+    python3 bench/gen_requests.py --seed "$SEED" --requests "$SPF_REQUESTS" \
+        --spf-domains "$WORK/spf.domains" --stats "$WORK/spf.stats.json" >"$WORK/spf.txt"
+    note "SPF stream: $SPF_REQUESTS requests (seed $SEED) over $SPF_DOMAINS sender domains \
+(pass, fail, softfail, neutral, none in the shares of bench/spf_zone.py), HELO and MAIL FROM \
+checked; one dnsmasq on the loopback of a private network namespace answers every policy \
+(record TTL 300 s)."
+    IN_NETNS=(ip netns exec "$NETNS")
+
+    POLICIES=()
+    add_greyspf_spf greyspf-spf "$WORK/state/spf-{run}" spf-only
+    add_greyspf_spf greyspf-spf+greylist "$WORK/state/spf-grey-{run}" greylist prepare
+    add_policyd_spf_python
+    add_policyd_spf_perl
+    add_null
+    table "SPF stream, one process, $RUNS runs (+$WARMUP warm-up), interleaved" \
+        spf-stream.json --requests "$WORK/spf.txt" --runs "$RUNS" --warmup "$WARMUP" \
+        "${POLICIES[@]}"
+
+    POLICIES=()
+    add_greyspf_spf greyspf-spf "$WORK/state/spf-spawn" spf-only
+    add_greyspf_spf greyspf-spf+greylist "$WORK/state/spf-grey-spawn" greylist
+    add_policyd_spf_python
+    add_policyd_spf_perl
+    add_null
+    table "SPF start-up: spawn to first reply on the SPF stream, $SPAWNS processes (+$WARMUP warm-up)" \
+        spf-spawn.json --requests "$WORK/spf.txt" --first-reply-only "$SPAWNS" \
+        --warmup "$WARMUP" "${POLICIES[@]}"
+    IN_NETNS=()
+    cleanup
+}
+
+# greyspf and postgrey on the same greylisting stream (its first POSTGREY_REQUESTS requests:
+# postgrey is slow enough that the full stream would dominate the run). Both with a 1 s
+# delay (postgrey's shortest), so that on this replay new triplets are greylisted by both.
+postgrey_tables() {
+    local missing=
+    command -v postgrey >/dev/null || missing="postgrey"
+    command -v socat >/dev/null || missing="${missing:+$missing and }socat"
+    [ "$(id -u)" -eq 0 ] || missing="${missing:+$missing and }root (postgrey drops privileges to its user)"
+    if [ -n "$missing" ]; then
+        note "postgrey table skipped: it needs $missing."
+        return 0
+    fi
+    python3 bench/gen_requests.py --seed "$SEED" --requests "$POSTGREY_REQUESTS" \
+        >"$WORK/greylist-postgrey.txt"
+    # Outside the private work directory: the postgrey user must reach its database.
+    POSTGREY_DIR=$(mktemp -d)
+    chmod 755 "$POSTGREY_DIR"
+    note "Greylisting stream for postgrey: the first $POSTGREY_REQUESTS requests of the greylisting \
+stream (seed $SEED); greylist delay 1 s for both. postgrey runs as a daemon (restarted on an empty database \
+before each run) reached through socat: its first-reply column is socat's start, not \
+comparable; its own CPU time and memory are the helper columns."
+    POLICIES=()
+    local command
+    command=$(greyspf_command "$WORK/state/pg-{run}" greylist_delay=1s spf_enable=no)
+    POLICIES+=(--policy "greyspf=$command")
+    POLICIES+=(--prepare "greyspf=$command check --client-address 192.0.2.1 \
+--sender prepare@bench.invalid --recipient prepare@bench.invalid")
+    add_postgrey 1
+    add_null
+    table "Greylisting: greyspf and postgrey, $RUNS runs (+$WARMUP warm-up), interleaved" \
+        postgrey.json --requests "$WORK/greylist-postgrey.txt" --runs "$RUNS" \
+        --warmup "$WARMUP" "${POLICIES[@]}"
+    cleanup
+}
+
+main() {
+    if [ "$PROFILE" = release ]; then
+        cargo build --release --locked --bins --examples
+    else
+        cargo build --locked --bins --examples
+    fi
+
+    mkdir -p "$OUT"
+    # State directories of earlier invocations: their keepers are gone after the idle timeout.
+    rm -rf "$OUT"/work.*
+    WORK=$(mktemp -d "$OUT/work.XXXXXX")
+    WORK=$(cd "$WORK" && pwd)
+    : >"$WORK/empty.conf"
+    REPORT=$OUT/report.md
+    : >"$REPORT"
+
+    machine | tee -a "$REPORT"
+    trap cleanup EXIT
+    # So that an interrupted run still removes the namespace and stops the daemons.
+    trap 'exit 130' INT TERM
+    want greylist && greylist_tables
+    want spf && spf_tables
+    want postgrey && postgrey_tables
 
     # The stores are measured; drop them (about 6 MB per run). A keeper still idling on one
     # keeps its open files until its idle timeout and then exits.
