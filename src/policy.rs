@@ -44,7 +44,7 @@ pub trait Spf {
 }
 
 /// The SPF evaluation of one message, made once and reused for its other recipients.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct SpfEval {
     helo: Option<SpfOutcome>,
     mail_from: Option<SpfOutcome>,
@@ -277,10 +277,11 @@ pub fn decide(
     {
         msg.spf = Some(evaluate_spf(req, cfg, spf, ip, store));
     }
-    let spf_eval = msg.spf.clone();
-    if let Some((reply, kind)) = spf_eval.as_ref().and_then(|e| e.verdict.clone()) {
+    // Taken out for this request and put back below, so it is borrowed, not copied.
+    let mut spf_eval = msg.spf.take();
+    if let Some((reply, kind)) = spf_eval.as_ref().and_then(|e| e.verdict.as_ref()) {
         fields = base(kind, "spf");
-        action = reply;
+        action = reply.clone();
     } else if !cfg.greylist_enable {
         fields = base("pass", "greylisting-off");
         action = "DUNNO".into();
@@ -357,7 +358,7 @@ pub fn decide(
     // One header per reply: the SPF header first, then X-Greylist, then anything held
     // back from an earlier recipient; what does not fit waits for the next request.
     if action == "DUNNO" {
-        let spf_header = msg.spf.as_mut().and_then(|e| e.header.take());
+        let spf_header = spf_eval.as_mut().and_then(|e| e.header.take());
         let mut queue = spf_header
             .into_iter()
             .chain(msg.pending_header.take())
@@ -371,6 +372,7 @@ pub fn decide(
     if let Some(e) = &spf_eval {
         e.log_fields(&mut fields);
     }
+    msg.spf = spf_eval;
     for (k, v) in [
         ("client_name", &req.client_name),
         ("client_address", &req.client_address),

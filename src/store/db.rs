@@ -202,7 +202,13 @@ impl Db {
 
     pub fn count(&self, name: &str, n: u64) {
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry(name.to_string()).or_insert(0) += n;
+            // Counting runs on every decision: allocate a key only for a new counter.
+            match c.get_mut(name) {
+                Some(v) => *v += n,
+                None => {
+                    c.insert(name.to_string(), n);
+                }
+            }
         }
     }
 

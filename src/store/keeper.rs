@@ -401,10 +401,6 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
             };
             Ok(ok(vec![v.reason().into(), value.to_string()]))
         }
-        "COUNT" => {
-            note_counts(shared, &f[1..]);
-            Ok(ok(vec![]))
-        }
         "STATS" => Ok(ok(shared
             .db
             .stats()

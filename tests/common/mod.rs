@@ -148,6 +148,17 @@ pub fn request(client: &str, sender: &str, recipient: &str, instance: &str) -> S
     )
 }
 
+/// Starts greyspf with all three standard streams piped, as spawn(8) connects them.
+fn spawn(args: &[String]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A running greyspf with a conversation open, as smtpd holds one.
 pub struct Session {
     child: Child,
@@ -157,13 +168,7 @@ pub struct Session {
 
 impl Session {
     pub fn start(args: &[String]) -> Session {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(args);
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Session {
@@ -214,13 +219,7 @@ pub fn read_reply<R: BufRead>(r: &mut R) -> String {
 
 /// Runs greyspf on `input` with a deadline; returns (exit code, stdout, stderr).
 pub fn run_stream(args: &[String], input: &[u8]) -> (i32, Vec<u8>, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(args);
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
