@@ -355,6 +355,8 @@ fn whitelists_reload_without_restart() {
     );
     std::fs::write(&clients, "192.0.2.0/24\n").unwrap();
     std::fs::write(&rcpts, "postmaster@\nabuse@\n").unwrap();
+    // An instance looks at its whitelist files at most once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(
         s.ask(&request(
             "192.0.2.77",

@@ -164,6 +164,35 @@ pub fn decide_triplet(stored: Option<Entry>, now: u64, t: &Timers) -> (Entry, Ve
     )
 }
 
+/// How far a stored `last` may lag behind the truth: a thousandth of the maximum age
+/// (49 minutes for 35 days). `last` only ever counts against the maximum age, so the lag
+/// moves an expiry by at most that much, and a triplet or client seen again within it
+/// costs the store a read and no write.
+pub fn last_seen_slack(t: &Timers) -> u64 {
+    t.max_age_ms / 1024
+}
+
+/// Whether a decided triplet entry must be written: always when it is new or its cycle or
+/// pass state changed; when only `last` moved, once it moved by the slack.
+pub fn entry_needs_write(stored: Option<Entry>, new: &Entry, t: &Timers) -> bool {
+    match stored {
+        Some(s) if s.first == new.first && s.passed == new.passed => {
+            new.last.saturating_sub(s.last) >= last_seen_slack(t).max(1)
+        }
+        _ => true,
+    }
+}
+
+/// The same rule for an auto-whitelist entry: a count change is always written.
+pub fn awl_needs_write(stored: Option<AwlEntry>, new: &AwlEntry, t: &Timers) -> bool {
+    match stored {
+        Some(s) if s.count == new.count && s.last_counted == new.last_counted => {
+            new.last_seen.saturating_sub(s.last_seen) >= last_seen_slack(t).max(1)
+        }
+        _ => true,
+    }
+}
+
 /// True when the client address is auto-whitelisted now.
 pub fn awl_listed(stored: Option<AwlEntry>, now: u64, t: &Timers) -> bool {
     match stored {
@@ -300,5 +329,54 @@ mod tests {
         };
         assert_eq!(AwlEntry::decode(&a.encode()), Some(a));
         assert_eq!(Entry::decode(b"short"), None);
+    }
+
+    #[test]
+    fn writes_skipped_only_while_last_lags_less_than_the_slack() {
+        // 35 days / 1024 = 2,953,125 ms.
+        assert_eq!(last_seen_slack(&T), 2_953_125);
+        let s = Entry {
+            first: 1_000,
+            last: 1_000,
+            passed: true,
+        };
+        let seen = |last| Entry { last, ..s };
+        assert!(entry_needs_write(None, &s, &T));
+        assert!(!entry_needs_write(Some(s), &seen(1_000), &T));
+        assert!(!entry_needs_write(Some(s), &seen(1_000 + 2_953_124), &T));
+        assert!(entry_needs_write(Some(s), &seen(1_000 + 2_953_125), &T));
+        let unpassed = Entry { passed: false, ..s };
+        assert!(entry_needs_write(Some(unpassed), &s, &T));
+        assert!(entry_needs_write(Some(s), &Entry { first: 2_000, ..s }, &T));
+
+        let a = AwlEntry {
+            count: 2,
+            last_counted: 5_000,
+            last_seen: 5_000,
+        };
+        assert!(awl_needs_write(None, &a, &T));
+        assert!(!awl_needs_write(
+            Some(a),
+            &AwlEntry {
+                last_seen: 6_000,
+                ..a
+            },
+            &T
+        ));
+        assert!(awl_needs_write(Some(a), &AwlEntry { count: 3, ..a }, &T));
+        assert!(awl_needs_write(
+            Some(a),
+            &AwlEntry {
+                last_seen: 5_000 + 2_953_125,
+                ..a
+            },
+            &T
+        ));
+        // A tiny maximum age (tests use seconds) still writes every change of a millisecond.
+        let short = Timers {
+            max_age_ms: 100,
+            ..T
+        };
+        assert!(entry_needs_write(Some(s), &seen(1_001), &short));
     }
 }

@@ -286,9 +286,11 @@ impl Db {
                 last_seen: now,
                 ..awl_entry.unwrap_or_default()
             };
-            self.awl
-                .insert(awl_key.as_bytes(), &updated.encode())
-                .map_err(err)?;
+            if decide::awl_needs_write(awl_entry, &updated, t) {
+                self.awl
+                    .insert(awl_key.as_bytes(), &updated.encode())
+                    .map_err(err)?;
+            }
             self.count("awl_hits", 1);
             return Ok(Verdict::ClientAwl);
         }
@@ -298,12 +300,16 @@ impl Db {
             .map_err(err)?
             .and_then(|v| Entry::decode(&v));
         let (entry, verdict) = decide::decide_triplet(stored, now, t);
-        self.triplets.insert(key, &entry.encode()).map_err(err)?;
+        if decide::entry_needs_write(stored, &entry, t) {
+            self.triplets.insert(key, &entry.encode()).map_err(err)?;
+        }
         if verdict.passes() && t.awl_clients > 0 {
             let counted = decide::awl_count(awl_entry, now, t);
-            self.awl
-                .insert(awl_key.as_bytes(), &counted.encode())
-                .map_err(err)?;
+            if decide::awl_needs_write(awl_entry, &counted, t) {
+                self.awl
+                    .insert(awl_key.as_bytes(), &counted.encode())
+                    .map_err(err)?;
+            }
             if counted.count == t.awl_clients && awl_entry.is_none_or(|a| a.count < t.awl_clients) {
                 self.count("awl_added", 1);
             }
