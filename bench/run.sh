@@ -204,10 +204,13 @@ start_netns() {
     # ip netns exec bind-mounts this file over /etc/resolv.conf for what it runs.
     mkdir -p "/etc/netns/$NETNS"
     printf 'nameserver 127.0.0.1\n' >"/etc/netns/$NETNS/resolv.conf"
-    # Answers only from the zone: no upstream, no hosts file, NXDOMAIN for unknown names
-    # under example. A TTL of 5 minutes, as real SPF records commonly have, lets a resolver
-    # that caches do so.
+    # Answers only from the zone: no upstream, no hosts file. Authoritative for example, as
+    # the domains' own servers are: NXDOMAIN and NODATA carry the zone's SOA, so a resolver
+    # may cache them (RFC 2308). A TTL of 5 minutes, as real SPF records commonly have, lets
+    # a resolver that caches do so.
     printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
+        auth-server=ns.bench.example,127.0.0.1 auth-zone=example \
+        auth-soa=1,hostmaster.bench.example,1200,120,604800 auth-ttl=300 \
         local=/example/ local-ttl=300 pid-file= "log-facility=$WORK/dnsmasq.log" \
         "conf-file=$zone" >"$WORK/dnsmasq.conf"
     local pin=()

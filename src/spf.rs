@@ -8,23 +8,27 @@
 //! match IPv4 clients, and its public API gives no way to correct that from outside. The
 //! module docs of `eval` and `record` list the readings chosen where the RFC leaves room.
 
+mod cache;
 mod eval;
 mod record;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::hickory_resolver::config::{
     NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
+use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, RecordType};
 use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use mail_auth::{AuthenticationResults, MessageAuthenticator, ReceivedSpf, SpfOutput};
 
+use cache::{AnswerCache, Weight};
 use eval::{Answer, Dns, Request};
 
 /// The results of RFC 7208 §2.6.
@@ -185,7 +189,31 @@ pub enum SpfError {
 pub struct SpfChecker {
     runtime: tokio::runtime::Runtime,
     authenticator: MessageAuthenticator,
+    caches: RefCell<Caches>,
     settings: SpfSettings,
+}
+
+/// The answer caches of one instance, by record type. The budgets add up to 384 kB: a
+/// few thousand SPF records, enough for the HELO names and sender domains that come back
+/// within their TTL in the life of an smtpd process.
+struct Caches {
+    txt: AnswerCache<Vec<u8>>,
+    a: AnswerCache<Ipv4Addr>,
+    aaaa: AnswerCache<Ipv6Addr>,
+    mx: AnswerCache<String>,
+    ptr: AnswerCache<String>,
+}
+
+impl Caches {
+    fn new() -> Caches {
+        Caches {
+            txt: AnswerCache::new(256 << 10),
+            a: AnswerCache::new(32 << 10),
+            aaaa: AnswerCache::new(32 << 10),
+            mx: AnswerCache::new(32 << 10),
+            ptr: AnswerCache::new(32 << 10),
+        }
+    }
 }
 
 impl fmt::Debug for SpfChecker {
@@ -225,6 +253,7 @@ impl SpfChecker {
         Ok(SpfChecker {
             runtime,
             authenticator,
+            caches: RefCell::new(Caches::new()),
             settings,
         })
     }
@@ -288,7 +317,10 @@ impl SpfChecker {
     }
 
     fn evaluate(&self, request: &Request<'_>, domain: &str) -> eval::Verdict {
-        let resolver = Resolver(self.authenticator.resolver());
+        let resolver = Resolver {
+            dns: self.authenticator.resolver(),
+            caches: &self.caches,
+        };
         let timeout = self.settings.timeout;
         self.runtime.block_on(async {
             tokio::time::timeout(timeout, eval::check_host(&resolver, request, domain))
@@ -349,9 +381,10 @@ fn tune_resolver(options: &mut ResolverOpts, deadline: Duration) {
     options.attempts = 1;
     // SPF is about what the domain publishes in the DNS, never about local host files.
     options.use_hosts_file = ResolveHosts::Never;
-    // One instance serves one smtpd process for minutes: a small cache keeps its memory
-    // bounded (the default of 8192 answers grew an instance past 10 MB).
-    options.cache_size = 256;
+    // Answers are cached by the checker, compactly (src/spf/cache.rs): the resolver's own
+    // cache keeps whole messages, and its default of 8192 answers grew an instance past
+    // 10 MB.
+    options.cache_size = 0;
 }
 
 /// The domain of an identity as RFC 7208 §4.3 wants it checked: without a trailing dot, at
@@ -395,77 +428,130 @@ fn one_line(header: &str) -> String {
     line
 }
 
-/// The process resolver, as seen by the evaluation.
-struct Resolver<'a>(&'a TokioResolver);
+/// The process resolver and the answer caches, as seen by the evaluation.
+struct Resolver<'a> {
+    dns: &'a TokioResolver,
+    caches: &'a RefCell<Caches>,
+}
 
 impl Resolver<'_> {
-    async fn lookup<T>(
+    /// A cached answer when there is a valid one, otherwise a query whose answer is kept
+    /// for its TTL (a void answer for the SOA's negative TTL; without one, not at all).
+    async fn lookup<T: Clone + Weight>(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        cache: fn(&mut Caches) -> &mut AnswerCache<T>,
+        extract: impl Fn(&RData) -> Option<T>,
+    ) -> Answer<T> {
+        if let Some(answer) = cache(&mut self.caches.borrow_mut()).get(name, Instant::now()) {
+            return answer;
+        }
+        let (answer, until) = self.query(name, record_type, extract).await;
+        if let Some(until) = until {
+            cache(&mut self.caches.borrow_mut()).put(name, &answer, until, Instant::now());
+        }
+        answer
+    }
+
+    async fn query<T>(
         &self,
         name: &str,
         record_type: RecordType,
         extract: impl Fn(&RData) -> Option<T>,
-    ) -> Answer<T> {
+    ) -> (Answer<T>, Option<Instant>) {
         // Raw labels: a name built by a macro may hold characters a host name may not.
-        let Ok(name) = Name::from_labels(name.split('.').map(str::as_bytes)) else {
-            return Answer::Void;
+        let Ok(query) = Name::from_labels(name.split('.').map(str::as_bytes)) else {
+            return (Answer::Void, None);
         };
-        match self.0.lookup(name, record_type).await {
+        match self.dns.lookup(query, record_type).await {
             Ok(lookup) => {
                 let found: Vec<T> = lookup
                     .answers()
                     .iter()
                     .filter_map(|record| extract(&record.data))
                     .collect();
-                if found.is_empty() {
+                let answer = if found.is_empty() {
                     Answer::Void
                 } else {
                     Answer::Found(found)
-                }
+                };
+                (answer, Some(lookup.valid_until()))
             }
-            Err(error) if error.is_no_records_found() => Answer::Void,
-            Err(error) => Answer::Failed(error.to_string()),
+            Err(NetError::Dns(DnsError::NoRecordsFound(none))) => (
+                Answer::Void,
+                none.negative_ttl
+                    .map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl))),
+            ),
+            Err(error) if error.is_no_records_found() => (Answer::Void, None),
+            Err(error) => (Answer::Failed(error.to_string()), None),
         }
     }
 }
 
 impl Dns for Resolver<'_> {
     async fn txt(&self, name: &str) -> Answer<Vec<u8>> {
-        self.lookup(name, RecordType::TXT, |data| match data {
-            RData::TXT(txt) => Some(txt.txt_data.iter().flatten().copied().collect()),
-            _ => None,
-        })
+        self.lookup(
+            name,
+            RecordType::TXT,
+            |c| &mut c.txt,
+            |data| match data {
+                RData::TXT(txt) => Some(txt.txt_data.iter().flatten().copied().collect()),
+                _ => None,
+            },
+        )
         .await
     }
 
     async fn a(&self, name: &str) -> Answer<Ipv4Addr> {
-        self.lookup(name, RecordType::A, |data| match data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
+        self.lookup(
+            name,
+            RecordType::A,
+            |c| &mut c.a,
+            |data| match data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            },
+        )
         .await
     }
 
     async fn aaaa(&self, name: &str) -> Answer<Ipv6Addr> {
-        self.lookup(name, RecordType::AAAA, |data| match data {
-            RData::AAAA(aaaa) => Some(aaaa.0),
-            _ => None,
-        })
+        self.lookup(
+            name,
+            RecordType::AAAA,
+            |c| &mut c.aaaa,
+            |data| match data {
+                RData::AAAA(aaaa) => Some(aaaa.0),
+                _ => None,
+            },
+        )
         .await
     }
 
     async fn mx(&self, name: &str) -> Answer<String> {
-        self.lookup(name, RecordType::MX, |data| match data {
-            RData::MX(mx) => Some(host_name(&mx.exchange)),
-            _ => None,
-        })
+        self.lookup(
+            name,
+            RecordType::MX,
+            |c| &mut c.mx,
+            |data| match data {
+                RData::MX(mx) => Some(host_name(&mx.exchange)),
+                _ => None,
+            },
+        )
         .await
     }
 
     async fn ptr(&self, ip: IpAddr) -> Answer<String> {
-        self.lookup(&reverse_name(ip), RecordType::PTR, |data| match data {
-            RData::PTR(ptr) => Some(host_name(&ptr.0)),
-            _ => None,
-        })
+        self.lookup(
+            &reverse_name(ip),
+            RecordType::PTR,
+            |c| &mut c.ptr,
+            |data| match data {
+                RData::PTR(ptr) => Some(host_name(&ptr.0)),
+                _ => None,
+            },
+        )
         .await
     }
 }

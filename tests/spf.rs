@@ -166,6 +166,50 @@ fn one_evaluation_per_message_and_configured_defer() {
     }
 }
 
+/// Answers are kept for their TTL, negative ones for their SOA's: a second message from
+/// the same client and sender domain costs no query. Without an SOA a negative answer is
+/// not kept (RFC 2308), so the unknown HELO name is asked again.
+#[test]
+fn answers_are_cached_for_their_ttl_across_messages() {
+    for (negative, queries_for_second) in [(Some(60), 0), (None, 1)] {
+        let mut z = zone().ttl(300);
+        if let Some(seconds) = negative {
+            z = z.negative_ttl(seconds);
+        }
+        let dns = DnsServer::start(z);
+        let t = TestDir::new("spfcache");
+        let mut s = Session::start(&args(&t, &dns, &["greylist_enable=no"]));
+        let ask = |s: &mut Session, instance| {
+            s.ask(&req(
+                "192.0.2.30",
+                "unknown-host.example",
+                "bob@pass.example",
+                "a@example.com",
+                instance,
+            ))
+        };
+        let first = ask(&mut s, "m1");
+        let want = received(
+            "pass",
+            "mx.test: domain of bob@pass.example designates 192.0.2.30 as permitted sender",
+            "192.0.2.30",
+            "bob@pass.example",
+            "unknown-host.example",
+        );
+        assert_eq!(first, want);
+        // One TXT query for the HELO name (NXDOMAIN), one for the sender domain.
+        assert_eq!(dns.queries(), 2, "{:?}", dns.described_queries());
+        assert_eq!(ask(&mut s, "m2"), want);
+        assert_eq!(
+            dns.queries(),
+            2 + queries_for_second,
+            "negative TTL {negative:?}: {:?}",
+            dns.described_queries()
+        );
+        assert_eq!(s.finish().0, 0);
+    }
+}
+
 #[test]
 fn dead_nameserver_costs_at_most_the_timeout_per_identity() {
     let dns = DnsServer::dead();

@@ -2,7 +2,9 @@
 //! UDP, logs every query it receives, and can be dead (never answers), or slow or failing for
 //! chosen names ([`Rr::Timeout`], [`Rr::ServFail`]). Standard library only.
 //!
-//! Answers carry TTL 0 so that no resolver cache hides a query from the log. Names match
+//! Answers carry TTL 0 so that no resolver cache hides a query from the log, unless the zone
+//! sets a TTL ([`Zone::ttl`]) and an SOA for negative answers ([`Zone::negative_ttl`]),
+//! as tests of caching do. Names match
 //! without regard to case; a name with no records but with records below it answers
 //! NODATA, any other unknown name NXDOMAIN. CNAME chains inside the zone are followed.
 //! There is no TCP: an answer too big for the client's UDP size is sent truncated.
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
+const TYPE_SOA: u16 = 6;
 const TYPE_PTR: u16 = 12;
 const TYPE_MX: u16 = 15;
 const TYPE_TXT: u16 = 16;
@@ -65,11 +68,27 @@ impl Rr {
 #[derive(Debug, Clone, Default)]
 pub struct Zone {
     records: Vec<(String, Rr)>,
+    ttl: u32,
+    /// When set, NXDOMAIN and NODATA answers carry an SOA whose TTL and minimum are this.
+    negative_ttl: Option<u32>,
 }
 
 impl Zone {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The TTL of every record served (0 unless set).
+    pub fn ttl(mut self, seconds: u32) -> Self {
+        self.ttl = seconds;
+        self
+    }
+
+    /// Negative answers carry an SOA (owner `example`) with this TTL and minimum, as a real
+    /// authoritative server's do, so that resolvers may cache them (RFC 2308).
+    pub fn negative_ttl(mut self, seconds: u32) -> Self {
+        self.negative_ttl = Some(seconds);
+        self
     }
 
     pub fn add(mut self, name: &str, rr: Rr) -> Self {
@@ -407,7 +426,11 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
     response.extend_from_slice(&flags.to_be_bytes());
     response.extend_from_slice(&1u16.to_be_bytes());
     response.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-    response.extend_from_slice(&[0, 0, 0, 0]);
+    let soa = zone
+        .negative_ttl
+        .filter(|_| rcode != RCODE_SERVFAIL && answers.is_empty());
+    response.extend_from_slice(&u16::from(soa.is_some()).to_be_bytes());
+    response.extend_from_slice(&[0, 0]);
     response.extend_from_slice(&query.question);
     for (name, rr) in &answers {
         let Some(rtype) = rr.rtype() else { continue };
@@ -419,7 +442,7 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
         }
         response.extend_from_slice(&rtype.to_be_bytes());
         response.extend_from_slice(&1u16.to_be_bytes());
-        response.extend_from_slice(&0u32.to_be_bytes());
+        response.extend_from_slice(&zone.ttl.to_be_bytes());
         let mut data = Vec::new();
         match rr {
             Rr::Txt(strings) => {
@@ -436,6 +459,21 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
             }
             Rr::Ptr(target) | Rr::Cname(target) => encode_name(&normalize(target), &mut data),
             Rr::Timeout | Rr::ServFail => {}
+        }
+        response.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        response.extend_from_slice(&data);
+    }
+    if let Some(minimum) = soa {
+        encode_name("example", &mut response);
+        response.extend_from_slice(&TYPE_SOA.to_be_bytes());
+        response.extend_from_slice(&1u16.to_be_bytes());
+        response.extend_from_slice(&minimum.to_be_bytes());
+        let mut data = Vec::new();
+        encode_name("ns.example", &mut data);
+        encode_name("hostmaster.example", &mut data);
+        // Serial, refresh, retry, expire, minimum.
+        for value in [1, 3600, 600, 604_800, minimum] {
+            data.extend_from_slice(&u32::to_be_bytes(value));
         }
         response.extend_from_slice(&(data.len() as u16).to_be_bytes());
         response.extend_from_slice(&data);
