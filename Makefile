@@ -33,8 +33,9 @@ DESTDIR    ?=
 
 CARGO      ?= cargo
 INSTALL    ?= install
-# The built binary that "install" copies.
-BINARY     ?= target/release/greyspf
+# The built binary that "install" copies (.cargo/config.toml names the target triple).
+TARGET     ?= x86_64-unknown-linux-gnu
+BINARY     ?= target/$(TARGET)/release/greyspf
 
 CONFFILES  = greyspf.conf whitelist_clients whitelist_recipients
 SNIPPETS   = master.cf main.cf

@@ -4,7 +4,7 @@
 # Usage: packaging/build-deb.sh [BINARY]
 #
 #   BINARY   the built greyspf (default: $GREYSPF_BIN, else
-#            target/release/greyspf of this source tree)
+#            target/x86_64-unknown-linux-gnu/release/greyspf of this source tree)
 #
 # Environment:
 #   GREYSPF_BIN   the binary, when not given as argument
@@ -24,10 +24,10 @@ die() {
 }
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${1:-${GREYSPF_BIN:-$top/target/release/greyspf}}
+bin=${1:-${GREYSPF_BIN:-$top/target/x86_64-unknown-linux-gnu/release/greyspf}}
 outdir=${OUTDIR:-$top/target/debian}
 
-[ -f "$bin" ] && [ -x "$bin" ] || die "no built binary at $bin (run: cargo build --release --locked)"
+if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then die "no built binary at $bin (run: cargo build --release --locked)"; fi
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found"
 
 # Version: the [package] version of Cargo.toml; a SemVer pre-release
@@ -81,9 +81,12 @@ fi
 find "$root" -type f -exec chmod go-w {} +
 
 # Depends: the packages of the shared libraries the binary links, with the
-# version their symbols need.
+# version their symbols need; nothing for a static binary (the default build).
 shlib_depends() {
 	local f=$1
+	if command -v objdump >/dev/null && ! objdump -p "$f" | grep -q '^ *NEEDED'; then
+		return
+	fi
 	if command -v dpkg-shlibdeps >/dev/null; then
 		local d=$tmp/shlibdeps out
 		mkdir -p "$d/debian"
@@ -98,7 +101,7 @@ shlib_depends() {
 	fi
 	# Without dpkg-dev: libc6, with the newest GLIBC symbol version used, and
 	# the package of every other library the binary needs.
-	local glibc= deps= soname path pkg
+	local glibc='' deps='' soname path pkg
 	if command -v objdump >/dev/null; then
 		glibc=$(objdump -T "$f" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' |
 			sort -t. -k1,1n -k2,2n -k3,3n | tail -n1)
@@ -122,7 +125,8 @@ shlib_depends() {
 		echo "libc6$deps"
 	fi
 }
-depends="$(shlib_depends "$root/usr/sbin/greyspf"), passwd"
+depends=$(shlib_depends "$root/usr/sbin/greyspf")
+depends="${depends:+$depends, }passwd"
 
 # Maintainer: DEBFULLNAME and DEBEMAIL, else the first author of Cargo.toml.
 author=$(awk '
