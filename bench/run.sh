@@ -12,7 +12,8 @@
 # "all"), SPF_REQUESTS (requests in the SPF stream, 10000), SPF_DOMAINS (1000),
 # POSTGREY_REQUESTS (requests of the greylisting stream given to postgrey, 5000), PIN (a
 # CPU number: run the one-stream and start-up tables, every policy, its helpers and the
-# nameserver on that one CPU; unset: no pinning).
+# nameserver on that one CPU; unset: no pinning), NAMESERVERS (the SPF tables are made once
+# per nameserver listed and installed, "nsd dnsmasq").
 #
 # Why PIN: the driver waits for each reply, as smtpd does, so every request is a hand-over
 # between processes. On a quiet virtual machine the CPU that must take the hand-over is
@@ -25,10 +26,10 @@
 # The comparisons run when their programs are installed and are skipped with a message
 # otherwise: postfix-policyd-spf-python and postfix-policyd-spf-perl (Debian packages) on the
 # SPF stream, postgrey and socat on the greylisting stream. The SPF part needs root, ip
-# netns and dnsmasq: every SPF policy runs in a private network namespace whose only
-# nameserver is a dnsmasq on its loopback serving the generated zone, so greyspf
-# (dns_server=) and the programs that use the system resolver (a resolv.conf bind-mounted
-# by ip netns exec) ask the same server, and no query can leave the machine.
+# netns and nsd or dnsmasq (packages nsd, dnsmasq-base): every SPF policy runs in a private
+# network namespace whose only nameserver, on its loopback, serves the generated zone, so
+# greyspf (dns_server=) and the programs that use the system resolver (a resolv.conf
+# bind-mounted by ip netns exec) ask the same server, and no query can leave the machine.
 #
 # Every policy is measured side by side with the others in the same driver run (runs
 # interleaved), so a busy machine slows all of them alike; the machine line says what the
@@ -51,14 +52,17 @@ PIN=${PIN:-}
 SPF_REQUESTS=${SPF_REQUESTS:-10000}
 SPF_DOMAINS=${SPF_DOMAINS:-1000}
 POSTGREY_REQUESTS=${POSTGREY_REQUESTS:-5000}
+# The nameservers the SPF tables run against, one set of tables each, when installed.
+NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
 
-BIN=target/$PROFILE
+# .cargo/config.toml builds for a named target triple (a static binary).
+BIN=target/${CARGO_BUILD_TARGET:-x86_64-unknown-linux-gnu}/$PROFILE
 DRIVER=$BIN/examples/bench_driver
 status=0
 # Prefix of the driver's command line: the SPF tables run it inside the namespace.
 IN_NETNS=()
 NETNS=
-DNSMASQ_PID=
+NAMESERVER_PID=
 POSTGREY_DIR=
 
 # ---------------------------------------------------------------------------------------
@@ -166,10 +170,10 @@ want() {
 
 # Undoes what the SPF and postgrey parts set up; run on every exit.
 cleanup() {
-    if [ -n "$DNSMASQ_PID" ]; then
-        kill "$DNSMASQ_PID" 2>/dev/null || true
-        wait "$DNSMASQ_PID" 2>/dev/null || true
-        DNSMASQ_PID=
+    if [ -n "$NAMESERVER_PID" ]; then
+        kill "$NAMESERVER_PID" 2>/dev/null || true
+        wait "$NAMESERVER_PID" 2>/dev/null || true
+        NAMESERVER_PID=
     fi
     if [ -n "$NETNS" ]; then
         ip netns delete "$NETNS" 2>/dev/null || true
@@ -184,14 +188,19 @@ cleanup() {
 }
 
 # Creates the namespace and starts its nameserver; returns non-zero (after saying why) when
-# this machine cannot. $1: the dnsmasq fragment with the zone.
+# this machine cannot. $1: nsd or dnsmasq; the zone is in $WORK (spf.zone for dnsmasq,
+# example.zone for nsd).
 start_netns() {
-    local zone=$1 missing=
+    local server=$1 missing=
     [ "$(id -u)" -eq 0 ] || missing="root (for ip netns)"
     command -v ip >/dev/null || missing="ip (iproute2)"
-    command -v dnsmasq >/dev/null || missing="dnsmasq (package dnsmasq-base)"
+    case $server in
+    nsd) command -v nsd >/dev/null || missing="nsd (package nsd)" ;;
+    dnsmasq) command -v dnsmasq >/dev/null || missing="dnsmasq (package dnsmasq-base)" ;;
+    *) missing="a nameserver this script knows (nsd or dnsmasq, not $server)" ;;
+    esac
     if [ -n "$missing" ]; then
-        note "SPF tables skipped: they need $missing."
+        note "SPF tables with $server skipped: they need $missing."
         return 1
     fi
     NETNS=greyspf-bench-$$
@@ -204,28 +213,41 @@ start_netns() {
     # ip netns exec bind-mounts this file over /etc/resolv.conf for what it runs.
     mkdir -p "/etc/netns/$NETNS"
     printf 'nameserver 127.0.0.1\n' >"/etc/netns/$NETNS/resolv.conf"
-    # Answers only from the zone: no upstream, no hosts file. Authoritative for example, as
-    # the domains' own servers are: NXDOMAIN and NODATA carry the zone's SOA, so a resolver
-    # may cache them (RFC 2308). A TTL of 5 minutes, as real SPF records commonly have, lets
-    # a resolver that caches do so.
-    printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
-        auth-server=ns.bench.example,127.0.0.1 auth-zone=example \
-        auth-soa=1,hostmaster.bench.example,1200,120,604800 auth-ttl=300 \
-        local=/example/ local-ttl=300 pid-file= "log-facility=$WORK/dnsmasq.log" \
-        "conf-file=$zone" >"$WORK/dnsmasq.conf"
     local pin=()
     [ -z "$PIN" ] || pin=(taskset -c "$PIN")
-    ip netns exec "$NETNS" "${pin[@]}" dnsmasq --keep-in-foreground --conf-file="$WORK/dnsmasq.conf" &
-    DNSMASQ_PID=$!
+    # Either server answers only from the zone, authoritatively for example, as the
+    # domains' own servers do: NXDOMAIN and NODATA carry the zone's SOA, so a resolver may
+    # cache them (RFC 2308). A TTL of 5 minutes, as real SPF records commonly have, lets a
+    # resolver that caches do so.
+    if [ "$server" = nsd ]; then
+        # nsd: the zone file, one server process, no database, no remote control.
+        printf '%s\n' 'server:' '  ip-address: 127.0.0.1' '  port: 53' '  server-count: 1' \
+            '  username: ""' '  database: ""' "  zonesdir: \"$WORK\"" \
+            "  zonelistfile: \"$WORK/nsd.zonelist\"" "  xfrdfile: \"$WORK/nsd.xfrd\"" \
+            "  xfrdir: \"$WORK\"" "  pidfile: \"$WORK/nsd.pid\"" "  logfile: \"$WORK/nsd.log\"" \
+            'remote-control:' '  control-enable: no' \
+            'zone:' '  name: "example"' '  zonefile: "example.zone"' >"$WORK/nsd.conf"
+        ip netns exec "$NETNS" "${pin[@]}" nsd -d -c "$WORK/nsd.conf" &
+    else
+        # dnsmasq: no upstream, no hosts file; txt-record and host-record lines.
+        printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
+            auth-server=ns.bench.example,127.0.0.1 auth-zone=example \
+            auth-soa=1,hostmaster.bench.example,1200,120,604800 auth-ttl=300 \
+            local=/example/ local-ttl=300 pid-file= "log-facility=$WORK/dnsmasq.log" \
+            "conf-file=$WORK/spf.zone" >"$WORK/dnsmasq.conf"
+        ip netns exec "$NETNS" "${pin[@]}" dnsmasq --keep-in-foreground \
+            --conf-file="$WORK/dnsmasq.conf" &
+    fi
+    NAMESERVER_PID=$!
     # Up when its UDP socket on 127.0.0.1:53 (0100007F:0035) shows; at most 10 s.
     for _ in $(seq 1 200); do
         if ip netns exec "$NETNS" cat /proc/net/udp | grep -q ' 0100007F:0035 '; then
             return 0
         fi
-        kill -0 "$DNSMASQ_PID" 2>/dev/null || break
+        kill -0 "$NAMESERVER_PID" 2>/dev/null || break
         sleep 0.05
     done
-    note "SPF tables skipped: dnsmasq did not start (see $WORK/dnsmasq.log)."
+    note "SPF tables with $server skipped: it did not start (see $WORK/$server.log)."
     return 1
 }
 
@@ -314,14 +336,27 @@ greylist_tables() {
 # and greylisting in one decision, beside the programs it replaces.
 spf_tables() {
     python3 bench/spf_zone.py --seed "$SEED" --domains "$SPF_DOMAINS" \
-        --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone"
-    start_netns "$WORK/spf.zone" || return 0
+        --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone" \
+        --zone-file "$WORK/example.zone"
     python3 bench/gen_requests.py --seed "$SEED" --requests "$SPF_REQUESTS" \
         --spf-domains "$WORK/spf.domains" --stats "$WORK/spf.stats.json" >"$WORK/spf.txt"
+    local server
+    for server in $NAMESERVERS; do
+        spf_tables_with "$server"
+    done
+}
+
+# The SPF tables against one nameserver. Every query costs the nameserver's CPU as well as
+# the policy's, on the same pinned CPU: dnsmasq looks its txt-record lines up one by one
+# (tens of microseconds a query with a thousand domains), nsd from an indexed zone.
+spf_tables_with() {
+    local server=$1 suffix=
+    [ "$server" = nsd ] || suffix=-$server
+    start_netns "$server" || return 0
     note "SPF stream: $SPF_REQUESTS requests (seed $SEED) over $SPF_DOMAINS sender domains \
 (pass, fail, softfail, neutral, none in the shares of bench/spf_zone.py), HELO and MAIL FROM \
-checked; one dnsmasq on the loopback of a private network namespace answers every policy \
-(record TTL 300 s)."
+checked; one $server on the loopback of a private network namespace answers every policy, \
+authoritatively (record TTL 300 s, negative TTL 300 s)."
     IN_NETNS=(ip netns exec "$NETNS")
 
     POLICIES=()
@@ -330,8 +365,8 @@ checked; one dnsmasq on the loopback of a private network namespace answers ever
     add_policyd_spf_python
     add_policyd_spf_perl
     add_null
-    table "SPF stream, one process, $RUNS runs (+$WARMUP warm-up), interleaved" \
-        spf-stream.json --requests "$WORK/spf.txt" --runs "$RUNS" --warmup "$WARMUP" \
+    table "SPF stream ($server), one process, $RUNS runs (+$WARMUP warm-up), interleaved" \
+        "spf-stream$suffix.json" --requests "$WORK/spf.txt" --runs "$RUNS" --warmup "$WARMUP" \
         "${POLICIES[@]}"
 
     POLICIES=()
@@ -340,8 +375,8 @@ checked; one dnsmasq on the loopback of a private network namespace answers ever
     add_policyd_spf_python
     add_policyd_spf_perl
     add_null
-    table "SPF start-up: spawn to first reply on the SPF stream, $SPAWNS processes (+$WARMUP warm-up)" \
-        spf-spawn.json --requests "$WORK/spf.txt" --first-reply-only "$SPAWNS" \
+    table "SPF start-up ($server): spawn to first reply on the SPF stream, $SPAWNS processes (+$WARMUP warm-up)" \
+        "spf-spawn$suffix.json" --requests "$WORK/spf.txt" --first-reply-only "$SPAWNS" \
         --warmup "$WARMUP" "${POLICIES[@]}"
     IN_NETNS=()
     cleanup

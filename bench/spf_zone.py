@@ -2,9 +2,10 @@
 # bench/spf_zone.py: deterministic SPF zone for the SPF benchmark stream.
 """Write the sender domains of the SPF benchmark and the DNS data that serves them.
 
-Two files come out of one seed: the domain list that gen_requests.py --spf-domains reads
-(DOMAIN RESULT [NETWORK]) and a dnsmasq configuration fragment (txt-record and host-record
-lines) that makes a loopback dnsmasq answer for them. Every name is under bench.example and
+Three files come out of one seed: the domain list that gen_requests.py --spf-domains reads
+(DOMAIN RESULT [NETWORK]), a dnsmasq configuration fragment (txt-record and host-record
+lines) and the same records as a zone file for the domain example (for nsd), so that either
+nameserver answers for them. Every name is under bench.example and
 every address is private or documentation space, so nothing here names a real host.
 
 The records are shaped like real ones, because an SPF check costs what its record makes it
@@ -33,6 +34,8 @@ def parse_args(argv):
                    help="write DOMAIN RESULT [NETWORK] lines here (gen_requests.py --spf-domains)")
     p.add_argument("--dnsmasq", required=True, metavar="FILE",
                    help="write the dnsmasq txt-record/host-record lines here")
+    p.add_argument("--zone-file", metavar="FILE",
+                   help="also write the records as a zone file for the domain example")
     args = p.parse_args(argv)
     if not 1 <= args.domains <= 60000:
         p.error("--domains must be between 1 and 60000")
@@ -42,6 +45,21 @@ def parse_args(argv):
 def txt(name, text):
     # dnsmasq takes the value in double quotes; SPF text never holds one here.
     return f'txt-record={name},"{text}"\n'
+
+
+def zone_file(records):
+    """The dnsmasq lines as a master file: the SOA's minimum (300 s) is the negative TTL."""
+    lines = ["$ORIGIN example.\n", "$TTL 300\n",
+             f"@ IN SOA ns.{ZONE}. hostmaster.{ZONE}. 1 1200 120 604800 300\n",
+             f"@ IN NS ns.{ZONE}.\n", f"ns.{ZONE}. IN A 127.0.0.1\n"]
+    for record in records:
+        kind, _, rest = record.rstrip("\n").partition("=")
+        name, _, value = rest.partition(",")
+        if kind == "txt-record":
+            lines.append(f"{name}. IN TXT {value}\n")
+        else:
+            lines.append(f"{name}. IN A {value}\n")
+    return lines
 
 
 def main(argv):
@@ -94,6 +112,9 @@ def main(argv):
         f.writelines(domains)
     with open(args.dnsmasq, "w", encoding="utf-8") as f:
         f.writelines(records)
+    if args.zone_file:
+        with open(args.zone_file, "w", encoding="utf-8") as f:
+            f.writelines(zone_file(records))
 
 
 if __name__ == "__main__":
