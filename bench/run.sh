@@ -220,8 +220,10 @@ start_netns() {
     # cache them (RFC 2308). A TTL of 5 minutes, as real SPF records commonly have, lets a
     # resolver that caches do so.
     if [ "$server" = nsd ]; then
-        # nsd: the zone file, one server process, no database, no remote control.
+        # nsd: the zone file, one server process, no database, no remote control, and no
+        # response rate limiting (every query comes from 127.0.0.1).
         printf '%s\n' 'server:' '  ip-address: 127.0.0.1' '  port: 53' '  server-count: 1' \
+            '  rrl-ratelimit: 0' '  rrl-whitelist-ratelimit: 0' \
             '  username: ""' '  database: ""' "  zonesdir: \"$WORK\"" \
             "  zonelistfile: \"$WORK/nsd.zonelist\"" "  xfrdfile: \"$WORK/nsd.xfrd\"" \
             "  xfrdir: \"$WORK\"" "  pidfile: \"$WORK/nsd.pid\"" "  logfile: \"$WORK/nsd.log\"" \
