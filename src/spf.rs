@@ -2,7 +2,8 @@
 //! under a hard deadline, and the Received-SPF / Authentication-Results header of a result.
 //!
 //! mail-auth supplies the resolver (hickory, reached through
-//! [`MessageAuthenticator::resolver`]) and the header builders. The RFC 7208 evaluation is
+//! [`MessageAuthenticator::resolver`]) and the header builders; queries go out first over
+//! the lighter UDP path of `udp`, which hands truncated answers to that resolver (TCP). The RFC 7208 evaluation is
 //! greyspf's own (`eval`, over the strict parser in `record`): mail-auth 0.13's check_host()
 //! accepts records that RFC 7208 makes a permerror and lets `ip6:` ranges and AAAA answers
 //! match IPv4 clients, and its public API gives no way to correct that from outside. The
@@ -11,6 +12,7 @@
 mod cache;
 mod eval;
 mod record;
+mod udp;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -24,6 +26,7 @@ use mail_auth::hickory_resolver::config::{
     NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
+use mail_auth::hickory_resolver::proto::op::Message;
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, RecordType};
 use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use mail_auth::{AuthenticationResults, MessageAuthenticator, ReceivedSpf, SpfOutput};
@@ -189,6 +192,7 @@ pub enum SpfError {
 pub struct SpfChecker {
     runtime: tokio::runtime::Runtime,
     authenticator: MessageAuthenticator,
+    udp: udp::UdpTransport,
     caches: RefCell<Caches>,
     settings: SpfSettings,
 }
@@ -244,6 +248,7 @@ impl SpfChecker {
             None => read_system_conf().map_err(|e| SpfError::SystemResolver(e.to_string()))?,
         };
         tune_resolver(&mut options, settings.timeout);
+        let udp = udp::UdpTransport::new(&config, options.timeout, options.attempts);
         // The resolver registers with the runtime it is created in.
         let authenticator = {
             let _context = runtime.enter();
@@ -253,6 +258,7 @@ impl SpfChecker {
         Ok(SpfChecker {
             runtime,
             authenticator,
+            udp,
             caches: RefCell::new(Caches::new()),
             settings,
         })
@@ -319,6 +325,7 @@ impl SpfChecker {
     fn evaluate(&self, request: &Request<'_>, domain: &str) -> eval::Verdict {
         let resolver = Resolver {
             dns: self.authenticator.resolver(),
+            udp: &self.udp,
             caches: &self.caches,
         };
         let timeout = self.settings.timeout;
@@ -431,6 +438,7 @@ fn one_line(header: &str) -> String {
 /// The process resolver and the answer caches, as seen by the evaluation.
 struct Resolver<'a> {
     dns: &'a TokioResolver,
+    udp: &'a udp::UdpTransport,
     caches: &'a RefCell<Caches>,
 }
 
@@ -464,6 +472,14 @@ impl Resolver<'_> {
         let Ok(query) = Name::from_labels(name.split('.').map(str::as_bytes)) else {
             return (Answer::Void, None);
         };
+        if self.udp.usable() {
+            match self.udp.query(&query, record_type).await {
+                udp::Reply::Answer(message) => return from_message(&message, extract),
+                udp::Reply::Failed(error) => return (Answer::Failed(error), None),
+                // Too big for a datagram: the resolver asks again and falls back to TCP.
+                udp::Reply::Truncated => {}
+            }
+        }
         match self.dns.lookup(query, record_type).await {
             Ok(lookup) => {
                 let found: Vec<T> = lookup
@@ -487,6 +503,43 @@ impl Resolver<'_> {
             Err(error) => (Answer::Failed(error.to_string()), None),
         }
     }
+}
+
+/// The records of the wanted type in an answer (NOERROR or NXDOMAIN) and until when it may
+/// be kept: the smallest TTL of the answer section, or for a void answer the negative TTL
+/// of the SOA in the authority section (RFC 2308 §5; none without an SOA), as the resolver
+/// reckons them.
+fn from_message<T>(
+    message: &Message,
+    extract: impl Fn(&RData) -> Option<T>,
+) -> (Answer<T>, Option<Instant>) {
+    let now = Instant::now();
+    let found: Vec<T> = message
+        .answers
+        .iter()
+        .filter_map(|record| extract(&record.data))
+        .collect();
+    if found.is_empty() {
+        let negative_ttl = message
+            .authorities
+            .iter()
+            .find_map(|record| match &record.data {
+                RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
+                _ => None,
+            });
+        let until = negative_ttl.map(|ttl| now + Duration::from_secs(u64::from(ttl)));
+        return (Answer::Void, until);
+    }
+    let ttl = message
+        .answers
+        .iter()
+        .map(|record| record.ttl)
+        .min()
+        .unwrap_or(0);
+    (
+        Answer::Found(found),
+        Some(now + Duration::from_secs(u64::from(ttl))),
+    )
 }
 
 impl Dns for Resolver<'_> {

@@ -346,3 +346,49 @@ fn temperror_when_an_include_never_answers() {
         "took {elapsed:?}"
     );
 }
+
+/// An SPF record too big for one datagram (about 1.5 kB, over the 1232 bytes of EDNS that
+/// greyspf offers): the UDP answer comes back truncated and the resolver fetches it over
+/// TCP.
+#[test]
+fn a_record_too_big_for_udp_is_fetched_over_tcp() {
+    let mechanisms: String = (1..=90).map(|n| format!(" ip4:198.51.100.{n}")).collect();
+    let record = format!("v=spf1{mechanisms} -all");
+    assert!(record.len() > 1300, "{}", record.len());
+    let strings: Vec<&[u8]> = record.as_bytes().chunks(255).collect();
+    let server = DnsServer::start(Zone::new().txt_strings("big.example.com", &strings));
+    let spf = received_spf(&server);
+    let outcome = spf.check_mail_from(ip("198.51.100.90"), "h.example.net", "a@big.example.com");
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert_eq!(server.tcp_queries(), 1);
+    // UDP from greyspf (truncated), UDP from the resolver (truncated), then TCP.
+    assert_eq!(
+        server.described_queries(),
+        [
+            "TXT big.example.com",
+            "TXT big.example.com",
+            "TXT big.example.com"
+        ]
+    );
+    let outside = spf.check_mail_from(ip("198.51.100.91"), "h.example.net", "a@big.example.com");
+    assert_eq!(outside.result, SpfResult::Fail);
+}
+
+/// Queries go out from a kept socket, which is replaced after 64 queries: the source port
+/// stays for a while, then changes.
+#[test]
+fn the_query_socket_is_kept_then_replaced() {
+    let server = DnsServer::start(zone());
+    let spf = received_spf(&server);
+    for n in 0..70 {
+        // A different HELO name each time, so that no cached answer saves a query.
+        let helo = format!("h{n}.example.net");
+        let outcome = spf.check_helo(ip("192.0.2.1"), &helo).unwrap();
+        assert_eq!(outcome.result, SpfResult::None);
+    }
+    let ports: Vec<u16> = server.query_log().iter().map(|q| q.port).collect();
+    assert_eq!(ports.len(), 70);
+    assert!(ports[..64].iter().all(|&p| p == ports[0]), "{ports:?}");
+    assert!(ports[64..].iter().all(|&p| p == ports[64]), "{ports:?}");
+    assert_ne!(ports[0], ports[64]);
+}

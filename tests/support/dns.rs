@@ -7,9 +7,12 @@
 //! as tests of caching do. Names match
 //! without regard to case; a name with no records but with records below it answers
 //! NODATA, any other unknown name NXDOMAIN. CNAME chains inside the zone are followed.
-//! There is no TCP: an answer too big for the client's UDP size is sent truncated.
+//! An answer too big for the client's UDP size is sent truncated (TC), and the same port
+//! serves TCP, where answers are never truncated ([`DnsServer::tcp_queries`] counts them).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -166,6 +169,8 @@ impl Zone {
 pub struct Query {
     pub name: String,
     pub qtype: u16,
+    /// The client's source port.
+    pub port: u16,
 }
 
 impl Query {
@@ -189,6 +194,7 @@ struct Shared {
     zone: Mutex<Zone>,
     answering: bool,
     log: Mutex<Vec<Query>>,
+    tcp_queries: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -197,6 +203,7 @@ pub struct DnsServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    tcp_thread: Option<JoinHandle<()>>,
 }
 
 impl DnsServer {
@@ -216,12 +223,22 @@ impl DnsServer {
             .set_read_timeout(Some(POLL))
             .expect("test DNS: set read timeout");
         let addr = socket.local_addr().expect("test DNS: local address");
+        let listener = TcpListener::bind(addr).expect("test DNS: bind TCP on the UDP port");
+        listener
+            .set_nonblocking(true)
+            .expect("test DNS: non-blocking listener");
         let shared = Arc::new(Shared {
             zone: Mutex::new(zone),
             answering,
             log: Mutex::new(Vec::new()),
+            tcp_queries: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
+        let tcp_shared = Arc::clone(&shared);
+        let tcp_thread = std::thread::Builder::new()
+            .name("test-dns-tcp".into())
+            .spawn(move || serve_tcp(&listener, &tcp_shared))
+            .expect("test DNS: spawn");
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("test-dns".into())
@@ -231,6 +248,7 @@ impl DnsServer {
             addr,
             shared,
             thread: Some(thread),
+            tcp_thread: Some(tcp_thread),
         }
     }
 
@@ -246,6 +264,11 @@ impl DnsServer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    /// Number of queries received over TCP so far (they are in the log too).
+    pub fn tcp_queries(&self) -> usize {
+        self.shared.tcp_queries.load(Ordering::Relaxed)
     }
 
     /// Every query received so far, in order.
@@ -275,9 +298,30 @@ impl DnsServer {
 impl Drop for DnsServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in [self.thread.take(), self.tcp_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
+    }
+}
+
+impl Shared {
+    fn record(&self, query: &ParsedQuery, port: u16) {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Query {
+                name: query.name.clone(),
+                qtype: query.qtype,
+                port,
+            });
+    }
+
+    fn respond(&self, query: &ParsedQuery) -> Option<Vec<u8>> {
+        let zone = self.zone.lock().unwrap_or_else(PoisonError::into_inner);
+        respond(query, &zone)
     }
 }
 
@@ -290,27 +334,57 @@ fn serve(socket: &UdpSocket, shared: &Shared) {
         let packet = &buffer[..len];
         let parsed = parse_query(packet);
         if let Some(query) = &parsed {
-            shared
-                .log
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Query {
-                    name: query.name.clone(),
-                    qtype: query.qtype,
-                });
+            shared.record(query, peer.port());
         }
         if !shared.answering {
             continue;
         }
         let response = match &parsed {
-            Some(query) => {
-                let zone = shared.zone.lock().unwrap_or_else(PoisonError::into_inner);
-                respond(query, &zone)
-            }
+            Some(query) => shared.respond(query),
             None => format_error(packet),
         };
         if let Some(response) = response {
             let _ = socket.send_to(&response, peer);
+        }
+    }
+}
+
+/// TCP: one connection at a time, each message with its two-byte length (RFC 1035
+/// §4.2.2), answered in full.
+fn serve_tcp(listener: &TcpListener, shared: &Shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok((mut stream, peer)) = listener.accept() else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        loop {
+            let mut length = [0u8; 2];
+            if stream.read_exact(&mut length).is_err() {
+                break;
+            }
+            let mut packet = vec![0u8; usize::from(u16::from_be_bytes(length))];
+            if stream.read_exact(&mut packet).is_err() {
+                break;
+            }
+            let Some(mut query) = parse_query(&packet) else {
+                break;
+            };
+            shared.tcp_queries.fetch_add(1, Ordering::Relaxed);
+            shared.record(&query, peer.port());
+            if !shared.answering {
+                continue;
+            }
+            query.udp_size = usize::from(u16::MAX);
+            let Some(response) = shared.respond(&query) else {
+                continue;
+            };
+            let mut framed = (response.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&response);
+            if stream.write_all(&framed).is_err() {
+                break;
+            }
         }
     }
 }
