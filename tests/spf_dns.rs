@@ -347,14 +347,20 @@ fn temperror_when_an_include_never_answers() {
     );
 }
 
+/// An SPF record of about 1.5 kB that allows 198.51.100.1 to 198.51.100.90.
+fn big_record() -> String {
+    let mechanisms: String = (1..=90).map(|n| format!(" ip4:198.51.100.{n}")).collect();
+    let record = format!("v=spf1{mechanisms} -all");
+    assert!(record.len() > 1300, "{}", record.len());
+    record
+}
+
 /// An SPF record too big for one datagram (about 1.5 kB, over the 1232 bytes of EDNS that
 /// greyspf offers): the UDP answer comes back truncated and the resolver fetches it over
 /// TCP.
 #[test]
 fn a_record_too_big_for_udp_is_fetched_over_tcp() {
-    let mechanisms: String = (1..=90).map(|n| format!(" ip4:198.51.100.{n}")).collect();
-    let record = format!("v=spf1{mechanisms} -all");
-    assert!(record.len() > 1300, "{}", record.len());
+    let record = big_record();
     let strings: Vec<&[u8]> = record.as_bytes().chunks(255).collect();
     let server = DnsServer::start(Zone::new().txt_strings("big.example.com", &strings));
     let spf = received_spf(&server);
@@ -372,6 +378,23 @@ fn a_record_too_big_for_udp_is_fetched_over_tcp() {
     );
     let outside = spf.check_mail_from(ip("198.51.100.91"), "h.example.net", "a@big.example.com");
     assert_eq!(outside.result, SpfResult::Fail);
+}
+
+/// A server that ignores the size greyspf offers sends the big record in one datagram
+/// anyway: it is read whole, with one query and no TCP.
+#[test]
+fn an_answer_bigger_than_the_size_offered_is_read_whole() {
+    let record = big_record();
+    let strings: Vec<&[u8]> = record.as_bytes().chunks(255).collect();
+    let zone = Zone::new()
+        .txt_strings("big.example.com", &strings)
+        .ignore_udp_size();
+    let server = DnsServer::start(zone);
+    let spf = received_spf(&server);
+    let outcome = spf.check_mail_from(ip("198.51.100.90"), "h.example.net", "a@big.example.com");
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert_eq!(server.described_queries(), ["TXT big.example.com"]);
+    assert_eq!(server.tcp_queries(), 0);
 }
 
 /// Queries go out from a kept socket, which is replaced after 64 queries: the source port

@@ -34,6 +34,9 @@ pub const QUERIES_PER_SOCKET: u32 = 64;
 /// nearly every SPF record, small enough to avoid IP fragmentation.
 const UDP_PAYLOAD: u16 = 1232;
 
+/// The largest UDP payload there can be.
+const MAX_DATAGRAM: usize = 65_535;
+
 /// What one query over UDP gave.
 #[derive(Debug)]
 pub enum Reply {
@@ -48,6 +51,7 @@ pub enum Reply {
 /// A socket with the number of queries it has sent.
 struct Kept {
     socket: UdpSocket,
+    server: SocketAddr,
     sent: u32,
 }
 
@@ -59,6 +63,9 @@ pub struct UdpTransport {
     /// Rounds over all nameservers.
     rounds: usize,
     sockets: RefCell<Vec<Option<Kept>>>,
+    /// Where answers are received: as large as a datagram can be, so that an answer bigger
+    /// than the size offered (a server may ignore it) is read whole rather than cut.
+    buffer: RefCell<Vec<u8>>,
 }
 
 impl UdpTransport {
@@ -81,6 +88,7 @@ impl UdpTransport {
             servers,
             timeout,
             rounds: attempts + 1,
+            buffer: RefCell::new(Vec::new()),
         }
     }
 
@@ -118,6 +126,7 @@ impl UdpTransport {
             _ => Kept {
                 socket: open(server)
                     .map_err(|e| format!("cannot open a UDP socket to {server}: {e}"))?,
+                server,
                 sent: 0,
             },
         };
@@ -132,25 +141,49 @@ impl UdpTransport {
             return Err(format!("sending to {server}: {e}"));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut buffer = [0u8; UDP_PAYLOAD as usize];
+        // Taken out while in use, like the socket; allocated once, on the first query.
+        let mut buffer = std::mem::take(&mut *self.buffer.borrow_mut());
+        if buffer.is_empty() {
+            // calloc: pages the answers never reach stay untouched and out of the RSS.
+            buffer = vec![0; MAX_DATAGRAM];
+        }
+        let reply = self
+            .receive(&mut kept, &mut buffer, deadline, id, name, record_type)
+            .await;
+        *self.buffer.borrow_mut() = buffer;
+        if reply.is_ok() {
+            self.sockets.borrow_mut()[index] = Some(kept);
+        }
+        reply
+    }
+
+    /// Waits for the answer to query `id`, dropping datagrams that are not it.
+    async fn receive(
+        &self,
+        kept: &mut Kept,
+        buffer: &mut [u8],
+        deadline: tokio::time::Instant,
+        id: u16,
+        name: &Name,
+        record_type: RecordType,
+    ) -> Result<Reply, String> {
+        let server = kept.server;
         loop {
-            let received =
-                match tokio::time::timeout_at(deadline, kept.socket.recv(&mut buffer)).await {
-                    Err(_) => {
-                        // An answer may still arrive late on this socket and would be taken
-                        // for the next query's, were it not for the ID: start afresh.
-                        return Err(format!("no answer from {server} within {:?}", self.timeout));
-                    }
-                    Ok(Err(e)) => return Err(format!("receiving from {server}: {e}")),
-                    Ok(Ok(length)) => &buffer[..length],
-                };
+            let received = match tokio::time::timeout_at(deadline, kept.socket.recv(buffer)).await {
+                Err(_) => {
+                    // An answer may still arrive late on this socket and would be taken
+                    // for the next query's, were it not for the ID: start afresh.
+                    return Err(format!("no answer from {server} within {:?}", self.timeout));
+                }
+                Ok(Err(e)) => return Err(format!("receiving from {server}: {e}")),
+                Ok(Ok(length)) => &buffer[..length],
+            };
             let Ok(response) = Message::from_vec(received) else {
                 continue;
             };
             if !answers(&response, id, name, record_type) {
                 continue;
             }
-            self.sockets.borrow_mut()[index] = Some(kept);
             if response.metadata.truncation {
                 return Ok(Reply::Truncated);
             }

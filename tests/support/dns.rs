@@ -74,6 +74,8 @@ pub struct Zone {
     ttl: u32,
     /// When set, NXDOMAIN and NODATA answers carry an SOA whose TTL and minimum are this.
     negative_ttl: Option<u32>,
+    /// When set, UDP answers are sent whole whatever size the client offered.
+    ignore_udp_size: bool,
 }
 
 impl Zone {
@@ -91,6 +93,13 @@ impl Zone {
     /// authoritative server's do, so that resolvers may cache them (RFC 2308).
     pub fn negative_ttl(mut self, seconds: u32) -> Self {
         self.negative_ttl = Some(seconds);
+        self
+    }
+
+    /// Behaves like a server that ignores the client's EDNS size: UDP answers are never
+    /// truncated, however big.
+    pub fn ignore_udp_size(mut self) -> Self {
+        self.ignore_udp_size = true;
         self
     }
 
@@ -552,7 +561,7 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
         response.extend_from_slice(&(data.len() as u16).to_be_bytes());
         response.extend_from_slice(&data);
     }
-    if response.len() > query.udp_size {
+    if response.len() > query.udp_size && !zone.ignore_udp_size {
         // TC set, no answers: the client is expected to retry over TCP.
         response.truncate(12 + query.question.len());
         response[2] |= 0x02;
