@@ -3,8 +3,8 @@
 //!
 //! mail-auth supplies the resolver (hickory, reached through
 //! [`MessageAuthenticator::resolver`]) and the header builders; queries go out first over
-//! the lighter UDP path of `udp`, which hands truncated answers to that resolver (TCP). The RFC 7208 evaluation is
-//! greyspf's own (`eval`, over the strict parser in `record`): mail-auth 0.13's check_host()
+//! the lighter UDP path of `udp`, which hands truncated answers to that resolver (TCP).
+//! The RFC 7208 evaluation is greyspf's own (`eval`, over the strict parser in `record`): mail-auth 0.13's check_host()
 //! accepts records that RFC 7208 makes a permerror and lets `ip6:` ranges and AAAA answers
 //! match IPv4 clients, and its public API gives no way to correct that from outside. The
 //! module docs of `eval` and `record` list the readings chosen where the RFC leaves room.
@@ -27,7 +27,7 @@ use mail_auth::hickory_resolver::config::{
 };
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::op::Message;
-use mail_auth::hickory_resolver::proto::rr::{Name, RData, RecordType};
+use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use mail_auth::{AuthenticationResults, MessageAuthenticator, ReceivedSpf, SpfOutput};
 
@@ -481,19 +481,10 @@ impl Resolver<'_> {
             }
         }
         match self.dns.lookup(query, record_type).await {
-            Ok(lookup) => {
-                let found: Vec<T> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|record| extract(&record.data))
-                    .collect();
-                let answer = if found.is_empty() {
-                    Answer::Void
-                } else {
-                    Answer::Found(found)
-                };
-                (answer, Some(lookup.valid_until()))
-            }
+            Ok(lookup) => (
+                found_or_void(lookup.answers(), extract),
+                Some(lookup.valid_until()),
+            ),
             Err(NetError::Dns(DnsError::NoRecordsFound(none))) => (
                 Answer::Void,
                 none.negative_ttl
@@ -505,41 +496,39 @@ impl Resolver<'_> {
     }
 }
 
-/// The records of the wanted type in an answer (NOERROR or NXDOMAIN) and until when it may
-/// be kept: the smallest TTL of the answer section, or for a void answer the negative TTL
-/// of the SOA in the authority section (RFC 2308 §5; none without an SOA), as the resolver
-/// reckons them.
-fn from_message<T>(
-    message: &Message,
-    extract: impl Fn(&RData) -> Option<T>,
-) -> (Answer<T>, Option<Instant>) {
-    let now = Instant::now();
-    let found: Vec<T> = message
-        .answers
+/// The records of the wanted type among `records`: Found, or Void when there is none.
+fn found_or_void<T>(records: &[Record], extract: impl Fn(&RData) -> Option<T>) -> Answer<T> {
+    let found: Vec<T> = records
         .iter()
         .filter_map(|record| extract(&record.data))
         .collect();
     if found.is_empty() {
-        let negative_ttl = message
+        Answer::Void
+    } else {
+        Answer::Found(found)
+    }
+}
+
+/// The answer in a response (NOERROR or NXDOMAIN) and until when it may be kept: the
+/// smallest TTL of the answer section, or for a void answer the negative TTL of the SOA in
+/// the authority section (RFC 2308 §5; none without an SOA), as the resolver reckons them.
+fn from_message<T>(
+    message: &Message,
+    extract: impl Fn(&RData) -> Option<T>,
+) -> (Answer<T>, Option<Instant>) {
+    let answer = found_or_void(&message.answers, extract);
+    let ttl = match answer {
+        Answer::Void => message
             .authorities
             .iter()
             .find_map(|record| match &record.data {
                 RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
                 _ => None,
-            });
-        let until = negative_ttl.map(|ttl| now + Duration::from_secs(u64::from(ttl)));
-        return (Answer::Void, until);
-    }
-    let ttl = message
-        .answers
-        .iter()
-        .map(|record| record.ttl)
-        .min()
-        .unwrap_or(0);
-    (
-        Answer::Found(found),
-        Some(now + Duration::from_secs(u64::from(ttl))),
-    )
+            }),
+        _ => message.answers.iter().map(|record| record.ttl).min(),
+    };
+    let until = ttl.map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl)));
+    (answer, until)
 }
 
 impl Dns for Resolver<'_> {

@@ -51,7 +51,6 @@ pub enum Reply {
 /// A socket with the number of queries it has sent.
 struct Kept {
     socket: UdpSocket,
-    server: SocketAddr,
     sent: u32,
 }
 
@@ -126,7 +125,6 @@ impl UdpTransport {
             _ => Kept {
                 socket: open(server)
                     .map_err(|e| format!("cannot open a UDP socket to {server}: {e}"))?,
-                server,
                 sent: 0,
             },
         };
@@ -140,7 +138,6 @@ impl UdpTransport {
             // The socket is dropped: the next query opens another.
             return Err(format!("sending to {server}: {e}"));
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
         // Taken out while in use, like the socket; allocated once, on the first query.
         let mut buffer = std::mem::take(&mut *self.buffer.borrow_mut());
         if buffer.is_empty() {
@@ -148,7 +145,7 @@ impl UdpTransport {
             buffer = vec![0; MAX_DATAGRAM];
         }
         let reply = self
-            .receive(&mut kept, &mut buffer, deadline, id, name, record_type)
+            .receive(server, &mut kept, &mut buffer, id, name, record_type)
             .await;
         *self.buffer.borrow_mut() = buffer;
         if reply.is_ok() {
@@ -160,14 +157,14 @@ impl UdpTransport {
     /// Waits for the answer to query `id`, dropping datagrams that are not it.
     async fn receive(
         &self,
+        server: SocketAddr,
         kept: &mut Kept,
         buffer: &mut [u8],
-        deadline: tokio::time::Instant,
         id: u16,
         name: &Name,
         record_type: RecordType,
     ) -> Result<Reply, String> {
-        let server = kept.server;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let received = match tokio::time::timeout_at(deadline, kept.socket.recv(buffer)).await {
                 Err(_) => {

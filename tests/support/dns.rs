@@ -211,8 +211,7 @@ struct Shared {
 pub struct DnsServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-    tcp_thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl DnsServer {
@@ -256,8 +255,7 @@ impl DnsServer {
         DnsServer {
             addr,
             shared,
-            thread: Some(thread),
-            tcp_thread: Some(tcp_thread),
+            threads: vec![thread, tcp_thread],
         }
     }
 
@@ -307,10 +305,7 @@ impl DnsServer {
 impl Drop for DnsServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        for thread in [self.thread.take(), self.tcp_thread.take()]
-            .into_iter()
-            .flatten()
-        {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
