@@ -27,6 +27,10 @@ pub struct Request {
     pub instance: String,
     pub sasl_username: String,
     pub policy_context: String,
+    /// Named attributes whose value was not UTF-8 and was decoded lossily (U+FFFD for each
+    /// bad sequence). The request is still decided: refusing to decide would let odd bytes
+    /// in any attribute switch SPF and greylisting off for the message.
+    pub lossy: Vec<&'static str>,
 }
 
 /// One block from the stream: a request, or the reason it cannot be used.
@@ -174,30 +178,35 @@ fn parse_attr(line: &[u8], req: &mut Request) -> Result<(), String> {
         return Err("carriage return in request (lines must end with LF only)".into());
     }
     let (name, value) = (&line[..eq], &line[eq + 1..]);
-    let field = match name {
-        b"request" => &mut req.request,
-        b"protocol_state" => &mut req.protocol_state,
-        b"protocol_name" => &mut req.protocol_name,
-        b"client_address" => &mut req.client_address,
-        b"client_name" => &mut req.client_name,
-        b"reverse_client_name" => &mut req.reverse_client_name,
-        b"helo_name" => &mut req.helo_name,
-        b"sender" => &mut req.sender,
-        b"recipient" => &mut req.recipient,
-        b"queue_id" => &mut req.queue_id,
-        b"instance" => &mut req.instance,
-        b"sasl_username" => &mut req.sasl_username,
-        b"policy_context" => &mut req.policy_context,
+    let (field, name) = match name {
+        b"request" => (&mut req.request, "request"),
+        b"protocol_state" => (&mut req.protocol_state, "protocol_state"),
+        b"protocol_name" => (&mut req.protocol_name, "protocol_name"),
+        b"client_address" => (&mut req.client_address, "client_address"),
+        b"client_name" => (&mut req.client_name, "client_name"),
+        b"reverse_client_name" => (&mut req.reverse_client_name, "reverse_client_name"),
+        b"helo_name" => (&mut req.helo_name, "helo_name"),
+        b"sender" => (&mut req.sender, "sender"),
+        b"recipient" => (&mut req.recipient, "recipient"),
+        b"queue_id" => (&mut req.queue_id, "queue_id"),
+        b"instance" => (&mut req.instance, "instance"),
+        b"sasl_username" => (&mut req.sasl_username, "sasl_username"),
+        b"policy_context" => (&mut req.policy_context, "policy_context"),
         _ => return Ok(()),
     };
-    let value = std::str::from_utf8(value).map_err(|_| {
-        format!(
-            "invalid UTF-8 in attribute {}",
-            String::from_utf8_lossy(name)
-        )
-    })?;
     field.clear();
-    field.push_str(value);
+    // A later copy of an attribute replaces the earlier one, and with it its flag.
+    req.lossy.retain(|n| *n != name);
+    match std::str::from_utf8(value) {
+        Ok(v) => field.push_str(v),
+        Err(_) => {
+            // The value keeps its shape (a bad byte becomes one U+FFFD), so a greylisting
+            // key built from it is the same on every retry, and an SPF identity holding it
+            // is simply not a valid domain.
+            field.push_str(&String::from_utf8_lossy(value));
+            req.lossy.push(name);
+        }
+    }
     Ok(())
 }
 
@@ -291,10 +300,6 @@ mod tests {
             "NUL byte in request"
         );
         assert_eq!(
-            malformed(b"request=smtpd_access_policy\nsender=\xff\n\n"),
-            "invalid UTF-8 in attribute sender"
-        );
-        assert_eq!(
             malformed(b"request=other\n\n"),
             "unknown request type \"other\""
         );
@@ -312,6 +317,31 @@ mod tests {
             blocks(b"request=smtpd_access_policy\nccert_subject=\xff\n\n").as_slice(),
             [Block::Request(_)]
         ));
+    }
+
+    #[test]
+    fn bad_utf8_in_named_attributes_is_decoded_lossily_and_flagged() {
+        let b = blocks(
+            b"request=smtpd_access_policy\nprotocol_name=E\xffSMTP\nsender=a\xc3\x28@b\nhelo_name=x\nhelo_name=mx.example\n\n",
+        );
+        let [Block::Request(r)] = b.as_slice() else {
+            panic!("{b:?}")
+        };
+        assert_eq!(r.protocol_name, "E\u{fffd}SMTP");
+        assert_eq!(r.sender, "a\u{fffd}(@b");
+        assert_eq!(r.helo_name, "mx.example");
+        assert_eq!(r.lossy, vec!["protocol_name", "sender"]);
+        // A later valid copy clears the flag.
+        let b = blocks(b"request=smtpd_access_policy\nsender=\xff\nsender=a@b\n\n");
+        let [Block::Request(r)] = b.as_slice() else {
+            panic!("{b:?}")
+        };
+        assert!(r.lossy.is_empty());
+        // The request type must be exact: a lossy one is unknown.
+        assert_eq!(
+            malformed(b"request=smtpd_access_policy\xff\n\n"),
+            "unknown request type \"smtpd_access_policy\u{fffd}\""
+        );
     }
 
     #[test]

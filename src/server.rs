@@ -41,6 +41,12 @@ pub fn serve<R: BufRead, W: Write>(
                 continue;
             }
         };
+        if !req.lossy.is_empty() {
+            logging::warning(&format!(
+                "invalid UTF-8 in {}: decoded lossily, request decided",
+                req.lossy.join(", ")
+            ));
+        }
         for w in whitelists.refresh() {
             logging::warning(&w);
         }
