@@ -1,6 +1,7 @@
 //! Configuration: the main.cf-style file, `-o` overrides, validation into a typed `Config`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,53 +11,130 @@ use crate::spf::{HeaderKind, SpfResult};
 /// The default configuration file; a missing default file means all defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/greyspf/greyspf.conf";
 
-/// Every key with its default, in the order `--check-config` prints them. An empty default
-/// for `hostname`, `spf_authserv_id` and `spf_skip_networks` means "derived" (see `Config`).
-pub const KEYS: &[(&str, &str)] = &[
-    ("state_directory", "/var/lib/greyspf"),
-    ("dry_run", "no"),
-    ("hostname", ""),
-    ("trusted_networks", "127.0.0.0/8, ::1/128"),
-    ("protocol_states", "RCPT"),
-    ("greylist_enable", "yes"),
-    ("greylist_delay", "300s"),
-    ("greylist_retry_window", "2d"),
-    ("greylist_max_age", "35d"),
-    ("greylist_ipv4_prefix", "24"),
-    ("greylist_ipv6_prefix", "64"),
-    ("greylist_auto_whitelist_clients", "5"),
-    ("greylist_auto_whitelist_interval", "1h"),
-    ("greylist_action", "DEFER_IF_PERMIT"),
-    ("greylist_text", "Greylisted, please try again later"),
-    ("greylist_header", "yes"),
-    ("greylist_spf_key", "yes"),
-    ("greylist_privacy", "no"),
-    ("whitelist_clients", "/etc/greyspf/whitelist_clients"),
-    ("whitelist_recipients", "/etc/greyspf/whitelist_recipients"),
-    ("spf_enable", "yes"),
-    ("spf_helo_check", "yes"),
-    ("spf_reject_results", "fail"),
-    ("spf_defer_results", ""),
-    (
-        "spf_reject_text",
-        "SPF check failed: %d does not designate %i as permitted sender",
-    ),
-    (
-        "spf_defer_text",
-        "SPF check for %d could not be completed, please try again later",
-    ),
-    ("spf_header", "received-spf"),
-    ("spf_authserv_id", ""),
-    ("spf_timeout", "10s"),
-    ("dns_server", ""),
-    ("spf_skip_networks", ""),
-    ("keeper_idle_timeout", "10m"),
-    ("store_failure_action", "DUNNO"),
-    ("store_timeout", "2s"),
-    ("store_flush_interval", "1s"),
-    ("syslog_facility", "mail"),
-    ("syslog_socket", "/dev/log"),
-];
+/// One configuration key as the documentation and `--check-config` show it.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    /// The kind of value, in the words of greyspf.conf(5): time, boolean, list, ...
+    pub kind: &'static str,
+    /// The default as written in a file; empty for the keys whose default is derived
+    /// from another key or the system (see `derive`).
+    pub default: &'static str,
+    pub summary: &'static str,
+}
+
+/// Defines every key once: its field in `Config`, its entry in `KEYS` (in the order
+/// `--check-config` prints them) and the parser that turns its text into the field.
+macro_rules! keys {
+    ($( $name:ident : $ty:ty = $default:literal, $kind:literal, $parse:expr, $summary:literal; )*) => {
+        /// The validated configuration. Derived defaults are already filled in.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( #[doc = $summary] pub $name: $ty, )*
+            /// The effective `key = value` pairs, in `KEYS` order, for `--check-config`.
+            pub effective: Vec<(&'static str, String)>,
+            pub sources: Sources,
+        }
+
+        pub const KEYS: &[Key] = &[
+            $( Key {
+                name: stringify!($name),
+                kind: $kind,
+                default: $default,
+                summary: $summary,
+            }, )*
+        ];
+
+        fn parse_keys(raw: &Raw) -> Result<Config, ConfigError> {
+            Ok(Config {
+                $( $name: {
+                    let (v, o) = raw.get(stringify!($name));
+                    $parse(v).map_err(|m| invalid(o, stringify!($name), m))?
+                }, )*
+                effective: Vec::new(),
+                sources: Sources::default(),
+            })
+        }
+    };
+}
+
+keys! {
+    state_directory: PathBuf = "/var/lib/greyspf", "path", absolute_path,
+        "Where the store, the keeper socket and the privacy secret live.";
+    dry_run: bool = "no", "boolean", parse_bool,
+        "Decide and log, but answer DUNNO instead of greylisting.";
+    hostname: String = "", "text", host_name,
+        "The name in X-Greylist and the default authserv-id; empty: the system host name.";
+    trusted_networks: Vec<Network> = "127.0.0.0/8, ::1/128", "networks", net::parse_list,
+        "Clients that are never checked.";
+    protocol_states: Vec<String> = "RCPT", "list", upper_list,
+        "The protocol states in which requests are checked.";
+    greylist_enable: bool = "yes", "boolean", parse_bool,
+        "Greylisting on or off.";
+    greylist_delay: Duration = "300s", "time", parse_duration,
+        "How long a new triplet is deferred.";
+    greylist_retry_window: Duration = "2d", "time", parse_duration,
+        "How long after the first attempt a retry still counts.";
+    greylist_max_age: Duration = "35d", "time", parse_duration,
+        "How long a triplet or auto-whitelist entry lives after it was last seen.";
+    greylist_ipv4_prefix: u8 = "24", "0 to 32", |v| prefix(v, 32),
+        "The IPv4 network length of a triplet's client part.";
+    greylist_ipv6_prefix: u8 = "64", "0 to 128", |v| prefix(v, 128),
+        "The IPv6 network length of a triplet's client part.";
+    greylist_auto_whitelist_clients: u32 = "5", "number", whole_number,
+        "Passes after which a client address skips greylisting (0: off).";
+    greylist_auto_whitelist_interval: Duration = "1h", "time", parse_duration,
+        "Passes of one client closer together than this count once.";
+    greylist_action: String = "DEFER_IF_PERMIT", "action", text,
+        "The reply to a greylisted request, before greylist_text (checked with it).";
+    greylist_text: String = "Greylisted, please try again later", "text", non_empty,
+        "The text of the greylisting reply.";
+    greylist_header: bool = "yes", "boolean", parse_bool,
+        "Add X-Greylist to a message that was delayed.";
+    greylist_spf_key: bool = "yes", "boolean", parse_bool,
+        "Key triplets on the SPF-authenticated domain when MAIL FROM passes.";
+    greylist_privacy: bool = "no", "boolean", parse_bool,
+        "Store triplets as keyed hashes.";
+    whitelist_clients: Vec<PathBuf> = "/etc/greyspf/whitelist_clients", "list of files", paths,
+        "Client whitelist files (postgrey syntax).";
+    whitelist_recipients: Vec<PathBuf> = "/etc/greyspf/whitelist_recipients", "list of files",
+        paths,
+        "Recipient whitelist files (postgrey syntax).";
+    spf_enable: bool = "yes", "boolean", parse_bool,
+        "SPF checks on or off.";
+    spf_helo_check: bool = "yes", "boolean", parse_bool,
+        "Check the HELO identity too.";
+    spf_reject_results: Vec<SpfResult> = "fail", "list", spf_results,
+        "SPF results that reject the mail.";
+    spf_defer_results: Vec<SpfResult> = "", "list", spf_results,
+        "SPF results that defer the mail.";
+    spf_reject_text: String = "SPF check failed: %d does not designate %i as permitted sender",
+        "text", text, "The reject text when the domain gives no explanation.";
+    spf_defer_text: String = "SPF check for %d could not be completed, please try again later",
+        "text", text, "The text of an SPF deferral.";
+    spf_header: HeaderKind = "received-spf", "keyword", |v: &str| v.parse::<HeaderKind>(),
+        "The header that carries the SPF result.";
+    spf_authserv_id: String = "", "text", text,
+        "The authserv-id of Authentication-Results; empty: hostname.";
+    spf_timeout: Duration = "10s", "time", parse_duration,
+        "Time limit of the check of one identity.";
+    dns_server: Option<SocketAddr> = "", "address", optional_server,
+        "The DNS server for SPF lookups; empty: the system's.";
+    spf_skip_networks: Vec<Network> = "", "networks", net::parse_list,
+        "Clients whose SPF is not checked; empty: trusted_networks.";
+    keeper_idle_timeout: Duration = "10m", "time", parse_duration,
+        "How long the keeper waits without clients before it exits.";
+    store_failure_action: String = "DUNNO", "action", action,
+        "The reply when the store cannot answer in time.";
+    store_timeout: Duration = "2s", "time", parse_duration,
+        "How long a request waits for the store.";
+    store_flush_interval: Duration = "1s", "time", positive_duration,
+        "How often the keeper writes the store to disk.";
+    syslog_facility: syslog::Facility = "mail", "name", facility,
+        "The syslog facility.";
+    syslog_socket: PathBuf = "/dev/log", "path", |v: &str| Ok::<_, String>(PathBuf::from(v)),
+        "The syslog socket.";
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,51 +152,6 @@ pub enum ConfigError {
 pub struct Sources {
     pub file: Option<PathBuf>,
     pub overrides: Vec<String>,
-}
-
-/// The validated configuration. Derived defaults are already filled in.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub state_directory: PathBuf,
-    pub dry_run: bool,
-    pub hostname: String,
-    pub trusted_networks: Vec<Network>,
-    pub protocol_states: Vec<String>,
-    pub greylist_enable: bool,
-    pub greylist_delay: Duration,
-    pub greylist_retry_window: Duration,
-    pub greylist_max_age: Duration,
-    pub greylist_ipv4_prefix: u8,
-    pub greylist_ipv6_prefix: u8,
-    pub greylist_auto_whitelist_clients: u32,
-    pub greylist_auto_whitelist_interval: Duration,
-    pub greylist_action: String,
-    pub greylist_text: String,
-    pub greylist_header: bool,
-    pub greylist_spf_key: bool,
-    pub greylist_privacy: bool,
-    pub whitelist_clients: Vec<PathBuf>,
-    pub whitelist_recipients: Vec<PathBuf>,
-    pub spf_enable: bool,
-    pub spf_helo_check: bool,
-    pub spf_reject_results: Vec<SpfResult>,
-    pub spf_defer_results: Vec<SpfResult>,
-    pub spf_reject_text: String,
-    pub spf_defer_text: String,
-    pub spf_header: HeaderKind,
-    pub spf_authserv_id: String,
-    pub spf_timeout: Duration,
-    pub dns_server: Option<std::net::SocketAddr>,
-    pub spf_skip_networks: Vec<Network>,
-    pub keeper_idle_timeout: Duration,
-    pub store_failure_action: String,
-    pub store_timeout: Duration,
-    pub store_flush_interval: Duration,
-    pub syslog_facility: syslog::Facility,
-    pub syslog_socket: PathBuf,
-    /// The effective `key = value` pairs, in `KEYS` order, for `--check-config`.
-    pub effective: Vec<(&'static str, String)>,
-    pub sources: Sources,
 }
 
 struct Raw {
@@ -147,7 +180,7 @@ impl Config {
         let mut raw = Raw {
             values: KEYS
                 .iter()
-                .map(|(k, d)| (*k, (d.to_string(), "default".to_string())))
+                .map(|k| (k.name, (k.default.to_string(), "default".to_string())))
                 .collect(),
         };
         let (path, required) = match &sources.file {
@@ -199,14 +232,14 @@ impl Config {
 }
 
 fn set(raw: &mut Raw, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
-    let Some((k, _)) = KEYS.iter().find(|(k, _)| *k == key) else {
+    let Some(k) = KEYS.iter().find(|k| k.name == key) else {
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),
             message: format!("unknown parameter {key:?}"),
         });
     };
     raw.values
-        .insert(k, (value.to_string(), origin.to_string()));
+        .insert(k.name, (value.to_string(), origin.to_string()));
     Ok(())
 }
 
@@ -285,13 +318,6 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-fn split_list(s: &str) -> Vec<String> {
-    s.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Checks that an action is one access(5) knows, so a typo never reaches smtpd (which
 /// would answer 451 for it, or accept the mail on an empty action).
 pub fn validate_action(action: &str) -> Result<(), String> {
@@ -335,179 +361,129 @@ fn system_hostname() -> String {
 }
 
 fn build(raw: &Raw) -> Result<Config, ConfigError> {
-    let dur = |k: &str| -> Result<Duration, ConfigError> {
-        let (v, o) = raw.get(k);
-        parse_duration(v).map_err(|m| invalid(o, k, m))
-    };
-    let boolean = |k: &str| -> Result<bool, ConfigError> {
-        let (v, o) = raw.get(k);
-        parse_bool(v).map_err(|m| invalid(o, k, m))
-    };
-    let text = |k: &str| -> String { raw.get(k).0.to_string() };
-    let prefix = |k: &str, max: u8| -> Result<u8, ConfigError> {
-        let (v, o) = raw.get(k);
-        match v.parse::<u8>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(invalid(o, k, format!("expected a prefix length 0..={max}"))),
-        }
-    };
-    let networks = |k: &str| -> Result<Vec<Network>, ConfigError> {
-        let (v, o) = raw.get(k);
-        net::parse_list(v).map_err(|m| invalid(o, k, m))
-    };
-    let action = |k: &str| -> Result<String, ConfigError> {
-        let (v, o) = raw.get(k);
-        validate_action(v).map_err(|m| invalid(o, k, m))?;
-        Ok(v.to_string())
-    };
-    let results = |k: &str| -> Result<Vec<SpfResult>, ConfigError> {
-        let (v, o) = raw.get(k);
-        split_list(v)
-            .iter()
-            .map(|r| r.parse::<SpfResult>().map_err(|e| invalid(o, k, e)))
-            .collect()
-    };
-    let paths = |k: &str| -> Vec<PathBuf> {
-        split_list(raw.get(k).0)
-            .into_iter()
-            .map(PathBuf::from)
-            .collect()
-    };
-
-    let hostname = match text("hostname") {
-        h if h.is_empty() => system_hostname(),
-        h => h,
-    };
-    let trusted_networks = networks("trusted_networks")?;
-    let spf_skip_networks = if raw.get("spf_skip_networks").0.is_empty() {
-        trusted_networks.clone()
-    } else {
-        networks("spf_skip_networks")?
-    };
-    let spf_authserv_id = match text("spf_authserv_id") {
-        a if a.is_empty() => hostname.clone(),
-        a => a,
-    };
-    let spf_header = {
-        let (v, o) = raw.get("spf_header");
-        v.parse::<HeaderKind>()
-            .map_err(|e| invalid(o, "spf_header", e))?
-    };
-    let dns_server = {
-        let (v, o) = raw.get("dns_server");
-        if v.is_empty() {
-            None
-        } else {
-            Some(parse_server(v).map_err(|m| invalid(o, "dns_server", m))?)
-        }
-    };
-    let syslog_facility = {
-        let (v, o) = raw.get("syslog_facility");
-        v.to_ascii_lowercase()
-            .parse::<syslog::Facility>()
-            .map_err(|_| invalid(o, "syslog_facility", format!("unknown facility {v:?}")))?
-    };
-    let awl = {
-        let (v, o) = raw.get("greylist_auto_whitelist_clients");
-        v.parse::<u32>().map_err(|_| {
-            invalid(
-                o,
-                "greylist_auto_whitelist_clients",
-                "expected a whole number",
-            )
-        })?
-    };
-    let protocol_states: Vec<String> = split_list(raw.get("protocol_states").0)
-        .iter()
-        .map(|s| s.to_ascii_uppercase())
-        .collect();
-    let state_directory = {
-        let (v, o) = raw.get("state_directory");
-        if !v.starts_with('/') {
-            return Err(invalid(o, "state_directory", "must be an absolute path"));
-        }
-        PathBuf::from(v)
-    };
-    let greylist_text = text("greylist_text");
-    if greylist_text.is_empty() {
-        let (_, o) = raw.get("greylist_text");
-        return Err(invalid(o, "greylist_text", "must not be empty"));
-    }
-    let greylist_action = text("greylist_action");
-    // The greylist reply is action + text: check the combination, which is what smtpd sees.
-    validate_action(&format!("{greylist_action} {greylist_text}"))
-        .map_err(|m| invalid(raw.get("greylist_action").1, "greylist_action", m))?;
-    let store_flush_interval = dur("store_flush_interval")?;
-    if store_flush_interval.is_zero() {
-        return Err(invalid(
-            raw.get("store_flush_interval").1,
-            "store_flush_interval",
-            "must be above zero",
-        ));
-    }
-
-    let mut c = Config {
-        state_directory,
-        dry_run: boolean("dry_run")?,
-        hostname: hostname.clone(),
-        trusted_networks,
-        protocol_states,
-        greylist_enable: boolean("greylist_enable")?,
-        greylist_delay: dur("greylist_delay")?,
-        greylist_retry_window: dur("greylist_retry_window")?,
-        greylist_max_age: dur("greylist_max_age")?,
-        greylist_ipv4_prefix: prefix("greylist_ipv4_prefix", 32)?,
-        greylist_ipv6_prefix: prefix("greylist_ipv6_prefix", 128)?,
-        greylist_auto_whitelist_clients: awl,
-        greylist_auto_whitelist_interval: dur("greylist_auto_whitelist_interval")?,
-        greylist_action,
-        greylist_text,
-        greylist_header: boolean("greylist_header")?,
-        greylist_spf_key: boolean("greylist_spf_key")?,
-        greylist_privacy: boolean("greylist_privacy")?,
-        whitelist_clients: paths("whitelist_clients"),
-        whitelist_recipients: paths("whitelist_recipients"),
-        spf_enable: boolean("spf_enable")?,
-        spf_helo_check: boolean("spf_helo_check")?,
-        spf_reject_results: results("spf_reject_results")?,
-        spf_defer_results: results("spf_defer_results")?,
-        spf_reject_text: text("spf_reject_text"),
-        spf_defer_text: text("spf_defer_text"),
-        spf_header,
-        spf_authserv_id: spf_authserv_id.clone(),
-        spf_timeout: dur("spf_timeout")?,
-        dns_server,
-        spf_skip_networks,
-        keeper_idle_timeout: dur("keeper_idle_timeout")?,
-        store_failure_action: action("store_failure_action")?,
-        store_timeout: dur("store_timeout")?,
-        store_flush_interval,
-        syslog_facility,
-        syslog_socket: PathBuf::from(text("syslog_socket")),
-        effective: Vec::new(),
-        sources: Sources::default(),
-    };
+    let mut c = parse_keys(raw)?;
+    derive(&mut c, raw);
+    check_together(&c, raw)?;
     c.effective = KEYS
         .iter()
-        .map(|(k, _)| {
-            let v = match *k {
-                "hostname" => hostname.clone(),
-                "spf_authserv_id" => spf_authserv_id.clone(),
-                "spf_skip_networks" => c
-                    .spf_skip_networks
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                _ => raw.get(k).0.to_string(),
-            };
-            (*k, v)
-        })
+        .map(|k| (k.name, effective_value(&c, raw, k.name)))
         .collect();
     Ok(c)
 }
 
-fn parse_server(v: &str) -> Result<std::net::SocketAddr, String> {
+/// Fills in the defaults that come from another key when a key is left empty.
+fn derive(c: &mut Config, raw: &Raw) {
+    if c.spf_authserv_id.is_empty() {
+        c.spf_authserv_id = c.hostname.clone();
+    }
+    if raw.get("spf_skip_networks").0.trim().is_empty() {
+        c.spf_skip_networks = c.trusted_networks.clone();
+    }
+}
+
+/// What `--check-config` shows: the text as given, or the derived value.
+fn effective_value(c: &Config, raw: &Raw, key: &str) -> String {
+    match key {
+        "hostname" => c.hostname.clone(),
+        "spf_authserv_id" => c.spf_authserv_id.clone(),
+        "spf_skip_networks" => c
+            .spf_skip_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => raw.get(key).0.to_string(),
+    }
+}
+
+/// Checks that involve more than one key.
+fn check_together(c: &Config, raw: &Raw) -> Result<(), ConfigError> {
+    // The greylist reply is action + text: check the combination, which is what smtpd sees.
+    validate_action(&format!("{} {}", c.greylist_action, c.greylist_text))
+        .map_err(|m| invalid(raw.get("greylist_action").1, "greylist_action", m))
+}
+
+fn absolute_path(v: &str) -> Result<PathBuf, String> {
+    if v.starts_with('/') {
+        Ok(PathBuf::from(v))
+    } else {
+        Err("must be an absolute path".into())
+    }
+}
+
+fn host_name(v: &str) -> Result<String, String> {
+    Ok(if v.is_empty() {
+        system_hostname()
+    } else {
+        v.to_string()
+    })
+}
+
+fn upper_list(v: &str) -> Result<Vec<String>, String> {
+    Ok(net::split_list(v).map(|s| s.to_ascii_uppercase()).collect())
+}
+
+fn prefix(v: &str, max: u8) -> Result<u8, String> {
+    match v.parse::<u8>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("expected a prefix length 0..={max}")),
+    }
+}
+
+fn whole_number(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .map_err(|_| "expected a whole number".to_string())
+}
+
+fn action(v: &str) -> Result<String, String> {
+    validate_action(v)?;
+    Ok(v.to_string())
+}
+
+fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_string())
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn paths(v: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(net::split_list(v).map(PathBuf::from).collect())
+}
+
+fn spf_results(v: &str) -> Result<Vec<SpfResult>, String> {
+    net::split_list(v)
+        .map(|r| r.parse::<SpfResult>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err("must be above zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn optional_server(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        parse_server(v).map(Some)
+    }
+}
+
+fn facility(v: &str) -> Result<syslog::Facility, String> {
+    v.to_ascii_lowercase()
+        .parse::<syslog::Facility>()
+        .map_err(|_| format!("unknown facility {v:?}"))
+}
+
+fn parse_server(v: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = v.parse::<std::net::SocketAddr>() {
         return Ok(sa);
     }
@@ -516,7 +492,7 @@ fn parse_server(v: &str) -> Result<std::net::SocketAddr, String> {
         .trim_end_matches(']')
         .parse()
         .map_err(|_| format!("expected ADDRESS or ADDRESS:PORT, got {v:?}"))?;
-    Ok(std::net::SocketAddr::new(ip, 53))
+    Ok(SocketAddr::new(ip, 53))
 }
 
 #[cfg(test)]
@@ -527,7 +503,7 @@ mod tests {
         let mut raw = Raw {
             values: KEYS
                 .iter()
-                .map(|(k, d)| (*k, (d.to_string(), "default".to_string())))
+                .map(|k| (k.name, (k.default.to_string(), "default".to_string())))
                 .collect(),
         };
         parse_file(text, "test.conf", &mut raw)?;

@@ -109,12 +109,16 @@ pub fn client_network(ip: IpAddr, v4_len: u8, v6_len: u8) -> String {
     }
 }
 
-/// Parses a list of networks separated by commas and/or white space.
-pub fn parse_list(s: &str) -> Result<Vec<Network>, String> {
+/// Splits a list whose items are separated by commas and/or white space, the way
+/// Postfix reads list parameters.
+pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|t| !t.is_empty())
-        .map(Network::from_str)
-        .collect()
+}
+
+/// Parses a list of networks separated by commas and/or white space.
+pub fn parse_list(s: &str) -> Result<Vec<Network>, String> {
+    split_list(s).map(Network::from_str).collect()
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use greyspf::config::KEYS;
+
 const BIN: &str = env!("CARGO_BIN_EXE_greyspf");
 
 fn read(path: &str) -> String {
@@ -47,6 +49,15 @@ fn every_key_is_in_the_manual_and_nothing_else() {
     }
     let keys: BTreeSet<String> = code_keys().into_iter().map(|(k, _)| k).collect();
     assert_eq!(documented, keys, "greyspf.conf(5) and the code disagree");
+    // The kind of value, from the one definition of each key, heads its entry.
+    for k in KEYS {
+        let (name, kind) = (k.name, k.kind);
+        assert!(
+            man.contains(&format!(".BR {name} \" ({kind}, default"))
+                || man.contains(&format!(".B {name}\n({kind}, default")),
+            "{name} is not documented as a {kind} in greyspf.conf(5)"
+        );
+    }
     // Defaults that are plain text appear in the key's entry.
     for (k, v) in code_keys() {
         if ["hostname", "spf_authserv_id", "spf_skip_networks"].contains(&k.as_str())
