@@ -1,4 +1,7 @@
 //! IP networks: parsing `addr/len` lists, membership, and the prefix a client is grouped by.
+//!
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are IPv4 clients for every purpose here:
+//! every address is taken through `IpAddr::to_canonical` before it is compared or keyed.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -12,7 +15,7 @@ pub struct Network {
 
 impl Network {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = unmap(ip);
+        let ip = ip.to_canonical();
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 mask_v4(u32::from(a), self.len) == mask_v4(u32::from(n), self.len)
@@ -41,7 +44,9 @@ impl FromStr for Network {
         };
         // Postfix writes IPv6 networks as [addr]/len; accept both spellings.
         let a = a.trim_start_matches('[').trim_end_matches(']');
-        let addr = unmap(IpAddr::from_str(a).map_err(|_| format!("bad network address {s:?}"))?);
+        let addr = IpAddr::from_str(a)
+            .map_err(|_| format!("bad network address {s:?}"))?
+            .to_canonical();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && l.len() <= 3 => l
@@ -54,17 +59,6 @@ impl FromStr for Network {
             return Err(format!("prefix length over {max} in {s:?}"));
         }
         Ok(Network { addr, len })
-    }
-}
-
-/// IPv4-mapped IPv6 addresses are IPv4 clients for every purpose here.
-pub fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => ip,
-        },
-        v4 => v4,
     }
 }
 
@@ -87,7 +81,7 @@ fn mask_v6(a: u128, len: u8) -> u128 {
 /// The client part of a greylisting triplet: the network of `ip` with the given prefix
 /// lengths, written as `addr/len`, or the bare address for a full-length prefix.
 pub fn client_network(ip: IpAddr, v4_len: u8, v6_len: u8) -> String {
-    match unmap(ip) {
+    match ip.to_canonical() {
         IpAddr::V4(a) => {
             let len = v4_len.min(32);
             let net = std::net::Ipv4Addr::from(mask_v4(u32::from(a), len));

@@ -305,7 +305,7 @@ pub fn decide(
             };
             let sender = normalize_sender(&req.sender);
             let recipient = normalize_recipient(&req.recipient);
-            let address = net::unmap(ip).to_string();
+            let address = ip.to_canonical().to_string();
             let q = GreyQuery {
                 client_key: &client_key,
                 sender: &sender,
