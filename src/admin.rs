@@ -113,7 +113,7 @@ fn with_cmd<'a>(cmd: &'a str, fields: &'a [String]) -> Vec<&'a str> {
 
 fn time(ms: &str) -> String {
     ms.parse::<u64>()
-        .map(crate::policy::rfc2822)
+        .map(crate::date::rfc2822)
         .unwrap_or_else(|_| ms.to_string())
 }
 

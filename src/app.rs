@@ -9,10 +9,13 @@ use clap::Parser;
 use crate::admin;
 use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
 use crate::config::{Config, Sources};
+use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
-use crate::policy::{self, MessageState};
+use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
+use crate::server::ServerSettings;
+use crate::spf::SpfSettings;
 use crate::store::{client::KeeperClient, keeper, now_ms};
 
 /// Exit codes (sysexits): usage, runtime and configuration errors differ.
@@ -121,11 +124,63 @@ fn admin_out(r: Result<String, admin::AdminError>) -> i32 {
     }
 }
 
+/// The greylisting timers of the configuration, in the store's units.
+pub fn timers(cfg: &Config) -> Timers {
+    Timers {
+        delay_ms: cfg.greylist_delay.as_millis() as u64,
+        retry_window_ms: cfg.greylist_retry_window.as_millis() as u64,
+        max_age_ms: cfg.greylist_max_age.as_millis() as u64,
+        awl_clients: cfg.greylist_auto_whitelist_clients,
+        awl_interval_ms: cfg.greylist_auto_whitelist_interval.as_millis() as u64,
+    }
+}
+
+/// The decision pipeline's part of the configuration.
+pub fn policy_settings(cfg: &Config) -> PolicySettings {
+    PolicySettings {
+        protocol_states: cfg.protocol_states.clone(),
+        trusted_networks: cfg.trusted_networks.clone(),
+        dry_run: cfg.dry_run,
+        hostname: cfg.hostname.clone(),
+        spf_enable: cfg.spf_enable,
+        spf_helo_check: cfg.spf_helo_check,
+        spf_skip_networks: cfg.spf_skip_networks.clone(),
+        spf_reject_results: cfg.spf_reject_results.clone(),
+        spf_defer_results: cfg.spf_defer_results.clone(),
+        spf_reject_text: cfg.spf_reject_text.clone(),
+        spf_defer_text: cfg.spf_defer_text.clone(),
+        greylist_enable: cfg.greylist_enable,
+        greylist_spf_key: cfg.greylist_spf_key,
+        greylist_ipv4_prefix: cfg.greylist_ipv4_prefix,
+        greylist_ipv6_prefix: cfg.greylist_ipv6_prefix,
+        greylist_action: cfg.greylist_action.clone(),
+        greylist_text: cfg.greylist_text.clone(),
+        greylist_header: cfg.greylist_header,
+        timers: timers(cfg),
+        store_failure_action: Action::parse(&cfg.store_failure_action),
+    }
+}
+
+/// The SPF checker's part of the configuration.
+pub fn spf_settings(cfg: &Config) -> SpfSettings {
+    SpfSettings::from_config(cfg)
+}
+
+/// The serving loop's part of the configuration.
+pub fn server_settings(cfg: &Config) -> ServerSettings {
+    ServerSettings {
+        policy: policy_settings(cfg),
+        spf: cfg.spf_enable.then(|| spf_settings(cfg)),
+        whitelist_clients: cfg.whitelist_clients.clone(),
+        whitelist_recipients: cfg.whitelist_recipients.clone(),
+    }
+}
+
 fn serve(cfg: &Config) -> i32 {
     let mut store = KeeperClient::new(cfg);
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    match crate::server::serve(stdin, stdout, cfg, &mut store) {
+    match crate::server::serve(stdin, stdout, &server_settings(cfg), &mut store) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             logging::error(&e.to_string());
@@ -155,7 +210,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         logging::warning(&w);
     }
     let mut store = KeeperClient::new(cfg);
-    let spf = crate::spf::LazySpf::new(crate::spf::SpfSettings::from_config(cfg));
+    let spf = crate::spf::LazySpf::new(spf_settings(cfg));
     let mut out = std::io::stdout().lock();
     // The SPF results are shown from a separate evaluation so that the administrator sees
     // every identity, even when the decision stopped at the first.
@@ -186,14 +241,17 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         }
     }
     let spf_ref: Option<&dyn policy::Spf> = cfg.spf_enable.then_some(&spf as &dyn policy::Spf);
+    let mut cx = Context {
+        whitelists: &wl,
+        store: &mut store,
+        spf: spf_ref,
+        now_ms: now_ms(),
+    };
     let d = policy::decide(
         &req,
-        cfg,
-        &wl,
-        &mut store,
-        spf_ref,
+        &policy_settings(cfg),
+        &mut cx,
         &mut MessageState::default(),
-        now_ms(),
     );
     let _ = writeln!(out, "action={}", d.action);
     if let Some(l) = &d.log {

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod date;
 pub mod greylist;
 pub mod logging;
 pub mod net;

@@ -1,17 +1,75 @@
-//! The decision pipeline for one request (DESIGN §3): skips, whitelists, greylisting and
-//! the single reply. Pure over its inputs: the store, the clock and the whitelists are
-//! passed in, so every path is testable without I/O.
+//! The decision pipeline for one request (DESIGN §3): skips, SPF, whitelists, greylisting
+//! and the single reply. Pure over its inputs: the store, the clock, the whitelists and SPF
+//! are passed in, so every path is testable without I/O.
 
+use std::fmt;
 use std::net::IpAddr;
 
-use crate::config::Config;
+use crate::date::rfc2822;
 use crate::greylist::decide::{Timers, Verdict};
 use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::greylist::whitelist::Whitelists;
-use crate::net;
+use crate::net::{self, Network};
 use crate::protocol::Request;
-use crate::spf::{SpfOutcome, SpfResult};
+use crate::spf::{Identity, SpfOutcome, SpfResult};
 use crate::store::client::{GreyQuery, Greylister};
+
+/// What the pipeline needs of the configuration; the composition root builds it.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub protocol_states: Vec<String>,
+    pub trusted_networks: Vec<Network>,
+    pub dry_run: bool,
+    pub hostname: String,
+    pub spf_enable: bool,
+    pub spf_helo_check: bool,
+    pub spf_skip_networks: Vec<Network>,
+    pub spf_reject_results: Vec<SpfResult>,
+    pub spf_defer_results: Vec<SpfResult>,
+    pub spf_reject_text: String,
+    pub spf_defer_text: String,
+    pub greylist_enable: bool,
+    pub greylist_spf_key: bool,
+    pub greylist_ipv4_prefix: u8,
+    pub greylist_ipv6_prefix: u8,
+    pub greylist_action: String,
+    pub greylist_text: String,
+    pub greylist_header: bool,
+    pub timers: Timers,
+    pub store_failure_action: Action,
+}
+
+/// The reply to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// No opinion: Postfix goes on with its other restrictions.
+    Dunno,
+    /// `PREPEND` of one header line.
+    Prepend(String),
+    /// Any other access(5) reply, as text: a reject, a deferral, a greylisting reply.
+    Reply(String),
+}
+
+impl Action {
+    /// An action from configuration text; `DUNNO` in any case is `Dunno`.
+    pub fn parse(text: &str) -> Action {
+        if text.trim().eq_ignore_ascii_case("DUNNO") {
+            Action::Dunno
+        } else {
+            Action::Reply(text.to_string())
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Dunno => f.write_str("DUNNO"),
+            Action::Prepend(h) => write!(f, "PREPEND {h}"),
+            Action::Reply(r) => f.write_str(r),
+        }
+    }
+}
 
 /// What one instance remembers about the message it is serving (one `instance` value).
 #[derive(Debug, Default)]
@@ -49,7 +107,7 @@ struct SpfEval {
     helo: Option<SpfOutcome>,
     mail_from: Option<SpfOutcome>,
     /// A reject or defer reply, the same for every recipient of the message.
-    verdict: Option<(String, &'static str)>,
+    verdict: Option<(Action, &'static str)>,
     /// The header for this message (HELO's only for the null sender), if not sent yet.
     header: Option<String>,
 }
@@ -73,6 +131,123 @@ impl SpfEval {
     }
 }
 
+/// The outcome: the reply for Postfix and the log line (None for quiet skips).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub log: Option<String>,
+    /// Set when the store could not be reached; the caller rate-limits that warning.
+    pub store_error: Option<String>,
+}
+
+impl Decision {
+    fn quiet(action: Action) -> Self {
+        Decision {
+            action,
+            log: None,
+            store_error: None,
+        }
+    }
+}
+
+/// A decision in the making: the reply, its log fields, and what goes with it.
+struct Verdicted {
+    action: Action,
+    fields: Vec<(&'static str, String)>,
+    store_error: Option<String>,
+    /// An X-Greylist header due with this reply, if it has room for one.
+    due_header: Option<String>,
+}
+
+impl Verdicted {
+    fn new(action: Action, kind: &str, reason: &str) -> Self {
+        Verdicted {
+            action,
+            fields: vec![("action", kind.to_string()), ("reason", reason.to_string())],
+            store_error: None,
+            due_header: None,
+        }
+    }
+}
+
+/// Everything a decision reads or updates besides the request and the settings.
+pub struct Context<'a> {
+    pub whitelists: &'a Whitelists,
+    pub store: &'a mut dyn Greylister,
+    pub spf: Option<&'a dyn Spf>,
+    pub now_ms: u64,
+}
+
+/// Decides one request: the pipeline of DESIGN §3.
+pub fn decide(
+    req: &Request,
+    s: &PolicySettings,
+    cx: &mut Context<'_>,
+    msg: &mut MessageState,
+) -> Decision {
+    if !s
+        .protocol_states
+        .iter()
+        .any(|st| st.eq_ignore_ascii_case(&req.protocol_state))
+    {
+        return Decision::quiet(other_state(req, msg));
+    }
+    msg.enter(&req.instance);
+    let ip: Option<IpAddr> = req.client_address.parse().ok();
+    if skipped(req, s, ip) {
+        return Decision::quiet(Action::Dunno);
+    }
+    let mut spf_eval = spf_step(req, s, cx, ip, msg);
+    let mut out = match spf_eval.as_ref().and_then(|e| e.verdict.clone()) {
+        Some((reply, kind)) => Verdicted::new(reply, kind, "spf"),
+        None => greylist_step(req, s, cx, ip, spf_eval.as_ref(), msg),
+    };
+    attach_header(&mut out, spf_eval.as_mut(), msg);
+    if let Some(e) = &spf_eval {
+        e.log_fields(&mut out.fields);
+    }
+    msg.spf = spf_eval;
+    finish(req, s, out)
+}
+
+/// A request in a state we do not check. A header held back at RCPT goes out with the
+/// message's DATA request, when Postfix asks then too (smtpd_data_restrictions).
+fn other_state(req: &Request, msg: &mut MessageState) -> Action {
+    if req.protocol_state.eq_ignore_ascii_case("DATA")
+        && !req.instance.is_empty()
+        && req.instance == msg.instance
+        && let Some(h) = msg.pending_header.take()
+    {
+        return Action::Prepend(h);
+    }
+    Action::Dunno
+}
+
+/// Clients that are not checked at all: trusted networks and SASL-authenticated senders.
+fn skipped(req: &Request, s: &PolicySettings, ip: Option<IpAddr>) -> bool {
+    ip.is_some_and(|ip| s.trusted_networks.iter().any(|n| n.contains(ip)))
+        || !req.sasl_username.is_empty()
+}
+
+/// The message's SPF evaluation, made on its first checked request. It is taken out of
+/// the message state for this request and put back by `decide`, so it is never copied.
+fn spf_step(
+    req: &Request,
+    s: &PolicySettings,
+    cx: &mut Context<'_>,
+    ip: Option<IpAddr>,
+    msg: &mut MessageState,
+) -> Option<SpfEval> {
+    if let (Some(spf), Some(ip)) = (cx.spf, ip)
+        && s.spf_enable
+        && !s.spf_skip_networks.iter().any(|n| n.contains(ip))
+        && msg.spf.is_none()
+    {
+        msg.spf = Some(evaluate_spf(req, s, spf, ip, cx.store));
+    }
+    msg.spf.take()
+}
+
 fn spf_text(template: &str, o: &SpfOutcome, ip: IpAddr) -> String {
     template
         .replace("%d", &o.domain)
@@ -81,14 +256,30 @@ fn spf_text(template: &str, o: &SpfOutcome, ip: IpAddr) -> String {
         .replace("%s", &o.identity.to_string())
 }
 
+/// The reject or defer reply an SPF result calls for, if any.
+fn spf_verdict(s: &PolicySettings, o: &SpfOutcome, ip: IpAddr) -> Option<(Action, &'static str)> {
+    if s.spf_reject_results.contains(&o.result) {
+        let text = match &o.explanation {
+            Some(e) => e.clone(),
+            None => spf_text(&s.spf_reject_text, o, ip),
+        };
+        Some((Action::Reply(format!("550 5.7.23 {text}")), "reject"))
+    } else if s.spf_defer_results.contains(&o.result) {
+        let text = spf_text(&s.spf_defer_text, o, ip);
+        Some((Action::Reply(format!("451 4.7.24 {text}")), "defer"))
+    } else {
+        None
+    }
+}
+
 fn evaluate_spf(
     req: &Request,
-    cfg: &Config,
+    s: &PolicySettings,
     spf: &dyn Spf,
     ip: IpAddr,
     store: &mut dyn Greylister,
 ) -> SpfEval {
-    let helo = if cfg.spf_helo_check {
+    let helo = if s.spf_helo_check {
         spf.helo(ip, &req.helo_name)
     } else {
         None
@@ -97,30 +288,12 @@ fn evaluate_spf(
         (!req.sender.is_empty()).then(|| spf.mail_from(ip, &req.helo_name, &req.sender));
     let mut verdict = None;
     for o in helo.iter().chain(mail_from.iter()) {
-        store.count(&format!(
-            "spf_{}_{}",
-            if o.identity == crate::spf::Identity::Helo {
-                "helo"
-            } else {
-                "mail_from"
-            },
-            o.result
-        ));
-        if verdict.is_some() {
-            continue;
-        }
-        if cfg.spf_reject_results.contains(&o.result) {
-            let text = match &o.explanation {
-                Some(e) => e.clone(),
-                None => spf_text(&cfg.spf_reject_text, o, ip),
-            };
-            verdict = Some((format!("550 5.7.23 {text}"), "reject"));
-        } else if cfg.spf_defer_results.contains(&o.result) {
-            verdict = Some((
-                format!("451 4.7.24 {}", spf_text(&cfg.spf_defer_text, o, ip)),
-                "defer",
-            ));
-        }
+        let identity = match o.identity {
+            Identity::Helo => "helo",
+            Identity::MailFrom => "mail_from",
+        };
+        store.count(&format!("spf_{identity}_{}", o.result));
+        verdict = verdict.or_else(|| spf_verdict(s, o, ip));
     }
     // Never attach a HELO result to a message with a sender: the header speaks for the
     // identity that the message's sender is.
@@ -131,8 +304,7 @@ fn evaluate_spf(
     };
     let header = header_source
         .map(|o| o.header.clone())
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("PREPEND {h}"));
+        .filter(|h| !h.is_empty());
     SpfEval {
         helo,
         mail_from,
@@ -141,77 +313,160 @@ fn evaluate_spf(
     }
 }
 
-/// The outcome: the reply for Postfix and the log line (None for quiet skips).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub action: String,
-    pub log: Option<String>,
-    /// Set when the store could not be reached; the caller rate-limits that warning.
-    pub store_error: Option<String>,
-}
-
-impl Decision {
-    fn quiet(action: &str) -> Self {
-        Decision {
-            action: action.to_string(),
-            log: None,
-            store_error: None,
+/// Greylisting, with the whitelists first.
+fn greylist_step(
+    req: &Request,
+    s: &PolicySettings,
+    cx: &mut Context<'_>,
+    ip: Option<IpAddr>,
+    spf: Option<&SpfEval>,
+    msg: &mut MessageState,
+) -> Verdicted {
+    if !s.greylist_enable {
+        return Verdicted::new(Action::Dunno, "pass", "greylisting-off");
+    }
+    let Some(ip) = ip else {
+        return Verdicted::new(Action::Dunno, "pass", "no-client-address");
+    };
+    if cx.whitelists.recipient_listed(&req.recipient) {
+        cx.store.count("whitelist_recipient_hits");
+        return Verdicted::new(Action::Dunno, "pass", "recipient-whitelist");
+    }
+    if cx.whitelists.client_listed(Some(ip), &req.client_name) {
+        cx.store.count("whitelist_client_hits");
+        return Verdicted::new(Action::Dunno, "pass", "client-whitelist");
+    }
+    let spf_domain = spf
+        .and_then(|e| e.authenticated_domain())
+        .filter(|_| s.greylist_spf_key);
+    let client_key = match spf_domain {
+        Some(d) => format!("spf:{d}"),
+        None => net::client_network(ip, s.greylist_ipv4_prefix, s.greylist_ipv6_prefix),
+    };
+    let sender = normalize_sender(&req.sender);
+    let recipient = normalize_recipient(&req.recipient);
+    let address = ip.to_canonical().to_string();
+    let q = GreyQuery {
+        client_key: &client_key,
+        sender: &sender,
+        recipient: &recipient,
+        client_address: &address,
+        timers: s.timers,
+    };
+    match cx.store.greylist(&q) {
+        Ok(v) => {
+            let mut out = greylist_verdict(req, s, v, cx.now_ms, msg);
+            if spf_domain.is_some() {
+                out.fields.insert(2, ("client_key", client_key));
+            }
+            out
+        }
+        Err(e) => {
+            let mut out = Verdicted::new(
+                s.store_failure_action.clone(),
+                "store-failure",
+                "store-unavailable",
+            );
+            out.store_error = Some(e.to_string());
+            out
         }
     }
 }
 
-/// The timers of the configuration, in the keeper's units.
-pub fn timers(cfg: &Config) -> Timers {
-    Timers {
-        delay_ms: cfg.greylist_delay.as_millis() as u64,
-        retry_window_ms: cfg.greylist_retry_window.as_millis() as u64,
-        max_age_ms: cfg.greylist_max_age.as_millis() as u64,
-        awl_clients: cfg.greylist_auto_whitelist_clients,
-        awl_interval_ms: cfg.greylist_auto_whitelist_interval.as_millis() as u64,
+/// The reply and log fields for the store's verdict on a triplet.
+fn greylist_verdict(
+    req: &Request,
+    s: &PolicySettings,
+    v: Verdict,
+    now_ms: u64,
+    msg: &mut MessageState,
+) -> Verdicted {
+    let kind = if v.passes() { "pass" } else { "greylist" };
+    match v {
+        Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => {
+            let mut out = Verdicted::new(
+                greylist_reply(s, &req.recipient, remaining_ms),
+                kind,
+                v.reason(),
+            );
+            out.fields
+                .push(("remaining", remaining_ms.div_ceil(1000).to_string()));
+            out
+        }
+        Verdict::Delayed { waited_ms } => {
+            let secs = waited_ms / 1000;
+            let mut out = Verdicted::new(Action::Dunno, kind, v.reason());
+            out.fields.push(("delay", secs.to_string()));
+            if s.greylist_header && !msg.xgreylist_sent {
+                msg.xgreylist_sent = true;
+                out.due_header = Some(format!(
+                    "X-Greylist: delayed {secs} seconds by greyspf-{} at {}; {}",
+                    crate::VERSION,
+                    s.hostname,
+                    rfc2822(now_ms)
+                ));
+            }
+            out
+        }
+        Verdict::Known | Verdict::ClientAwl | Verdict::Whitelisted => {
+            Verdicted::new(Action::Dunno, kind, v.reason())
+        }
     }
 }
 
-/// `Sun, 22 Nov 2026 02:43:33 +0000` for a time in milliseconds since the epoch.
-pub fn rfc2822(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        WD[days.rem_euclid(7) as usize],
-        day,
-        MON[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// The greylist reply text with `%r` (recipient domain) and `%s` (seconds left) filled in.
-fn greylist_reply(cfg: &Config, recipient: &str, remaining_ms: u64) -> String {
+fn greylist_reply(s: &PolicySettings, recipient: &str, remaining_ms: u64) -> Action {
     let domain = recipient.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     let secs = remaining_ms.div_ceil(1000).to_string();
-    let text = cfg.greylist_text.replace("%r", domain).replace("%s", &secs);
-    format!("{} {}", cfg.greylist_action, text)
+    let text = s.greylist_text.replace("%r", domain).replace("%s", &secs);
+    Action::Reply(format!("{} {}", s.greylist_action, text))
 }
 
-/// Appends `key=value` pairs postgrey-style (`, ` separated); values are logged as sent.
-fn log_line(fields: &[(&str, &str)]) -> String {
+/// One header per reply: the SPF header first, then X-Greylist, then anything held back
+/// from an earlier recipient; what does not fit waits for the next request.
+fn attach_header(out: &mut Verdicted, spf: Option<&mut SpfEval>, msg: &mut MessageState) {
+    if out.action != Action::Dunno {
+        return;
+    }
+    let spf_header = spf.and_then(|e| e.header.take());
+    let mut queue = spf_header
+        .into_iter()
+        .chain(msg.pending_header.take())
+        .chain(out.due_header.take());
+    if let Some(first) = queue.next() {
+        out.action = Action::Prepend(first);
+    }
+    msg.pending_header = queue.next();
+}
+
+/// The request's own log fields, dry-run, and the log line.
+fn finish(req: &Request, s: &PolicySettings, mut out: Verdicted) -> Decision {
+    for (k, v) in [
+        ("client_name", &req.client_name),
+        ("client_address", &req.client_address),
+        ("sender", &req.sender),
+        ("recipient", &req.recipient),
+    ] {
+        out.fields.push((k, v.clone()));
+    }
+    if !req.queue_id.is_empty() {
+        out.fields.push(("queue_id", req.queue_id.clone()));
+    }
+    let action = if s.dry_run {
+        out.fields.push(("dry_run", "yes".into()));
+        Action::Dunno
+    } else {
+        out.action
+    };
+    Decision {
+        action,
+        log: Some(log_line(&out.fields)),
+        store_error: out.store_error,
+    }
+}
+
+/// `key=value` pairs postgrey-style (`, ` separated); values are logged as sent.
+fn log_line(fields: &[(&'static str, String)]) -> String {
     let mut s = String::with_capacity(160);
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
@@ -222,180 +477,6 @@ fn log_line(fields: &[(&str, &str)]) -> String {
         s.push_str(v);
     }
     s
-}
-
-/// Decides one request.
-pub fn decide(
-    req: &Request,
-    cfg: &Config,
-    whitelists: &Whitelists,
-    store: &mut dyn Greylister,
-    spf: Option<&dyn Spf>,
-    msg: &mut MessageState,
-    now_ms: u64,
-) -> Decision {
-    if !cfg
-        .protocol_states
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(&req.protocol_state))
-    {
-        // A header held back at RCPT goes out with the message's DATA request, when
-        // Postfix asks then too (smtpd_data_restrictions).
-        if req.protocol_state.eq_ignore_ascii_case("DATA")
-            && !req.instance.is_empty()
-            && req.instance == msg.instance
-            && let Some(h) = msg.pending_header.take()
-        {
-            return Decision::quiet(&h);
-        }
-        return Decision::quiet("DUNNO");
-    }
-    msg.enter(&req.instance);
-    let ip: Option<IpAddr> = req.client_address.parse().ok();
-    if ip.is_some_and(|ip| cfg.trusted_networks.iter().any(|n| n.contains(ip))) {
-        return Decision::quiet("DUNNO");
-    }
-    if !req.sasl_username.is_empty() {
-        return Decision::quiet("DUNNO");
-    }
-    let base = |action: &str, reason: &str| -> Vec<(&'static str, String)> {
-        vec![
-            ("action", action.to_string()),
-            ("reason", reason.to_string()),
-        ]
-    };
-    let mut fields: Vec<(&'static str, String)>;
-    let mut store_error = None;
-    // The reply, and a greylisting header due with it (X-Greylist).
-    let mut action: String;
-    let mut due_header: Option<String> = None;
-
-    if let (Some(spf), Some(ip)) = (spf, ip)
-        && cfg.spf_enable
-        && !cfg.spf_skip_networks.iter().any(|n| n.contains(ip))
-        && msg.spf.is_none()
-    {
-        msg.spf = Some(evaluate_spf(req, cfg, spf, ip, store));
-    }
-    // Taken out for this request and put back below, so it is borrowed, not copied.
-    let mut spf_eval = msg.spf.take();
-    if let Some((reply, kind)) = spf_eval.as_ref().and_then(|e| e.verdict.as_ref()) {
-        fields = base(kind, "spf");
-        action = reply.clone();
-    } else if !cfg.greylist_enable {
-        fields = base("pass", "greylisting-off");
-        action = "DUNNO".into();
-    } else if let Some(ip) = ip {
-        if whitelists.recipient_listed(&req.recipient) {
-            fields = base("pass", "recipient-whitelist");
-            store.count("whitelist_recipient_hits");
-            action = "DUNNO".into();
-        } else if whitelists.client_listed(Some(ip), &req.client_name) {
-            fields = base("pass", "client-whitelist");
-            store.count("whitelist_client_hits");
-            action = "DUNNO".into();
-        } else {
-            let spf_domain = spf_eval
-                .as_ref()
-                .and_then(|e| e.authenticated_domain())
-                .filter(|_| cfg.greylist_spf_key);
-            let client_key = match spf_domain {
-                Some(d) => format!("spf:{d}"),
-                None => net::client_network(ip, cfg.greylist_ipv4_prefix, cfg.greylist_ipv6_prefix),
-            };
-            let sender = normalize_sender(&req.sender);
-            let recipient = normalize_recipient(&req.recipient);
-            let address = ip.to_canonical().to_string();
-            let q = GreyQuery {
-                client_key: &client_key,
-                sender: &sender,
-                recipient: &recipient,
-                client_address: &address,
-                timers: timers(cfg),
-            };
-            match store.greylist(&q) {
-                Ok(v) => {
-                    fields = base(if v.passes() { "pass" } else { "greylist" }, v.reason());
-                    if spf_domain.is_some() {
-                        fields.push(("client_key", client_key.clone()));
-                    }
-                    action = match v {
-                        Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => {
-                            fields.push(("remaining", remaining_ms.div_ceil(1000).to_string()));
-                            greylist_reply(cfg, &req.recipient, remaining_ms)
-                        }
-                        Verdict::Delayed { waited_ms } => {
-                            let secs = waited_ms / 1000;
-                            fields.push(("delay", secs.to_string()));
-                            if cfg.greylist_header && !msg.xgreylist_sent {
-                                msg.xgreylist_sent = true;
-                                due_header = Some(format!(
-                                    "PREPEND X-Greylist: delayed {secs} seconds by greyspf-{} at {}; {}",
-                                    crate::VERSION,
-                                    cfg.hostname,
-                                    rfc2822(now_ms)
-                                ));
-                            }
-                            "DUNNO".into()
-                        }
-                        Verdict::Known | Verdict::ClientAwl | Verdict::Whitelisted => {
-                            "DUNNO".into()
-                        }
-                    };
-                }
-                Err(e) => {
-                    fields = base("store-failure", "store-unavailable");
-                    store_error = Some(e.to_string());
-                    action = cfg.store_failure_action.clone();
-                }
-            }
-        }
-    } else {
-        fields = base("pass", "no-client-address");
-        action = "DUNNO".into();
-    }
-
-    // One header per reply: the SPF header first, then X-Greylist, then anything held
-    // back from an earlier recipient; what does not fit waits for the next request.
-    if action == "DUNNO" {
-        let spf_header = spf_eval.as_mut().and_then(|e| e.header.take());
-        let mut queue = spf_header
-            .into_iter()
-            .chain(msg.pending_header.take())
-            .chain(due_header);
-        if let Some(first) = queue.next() {
-            action = first;
-        }
-        msg.pending_header = queue.next();
-    }
-
-    if let Some(e) = &spf_eval {
-        e.log_fields(&mut fields);
-    }
-    msg.spf = spf_eval;
-    for (k, v) in [
-        ("client_name", &req.client_name),
-        ("client_address", &req.client_address),
-        ("sender", &req.sender),
-        ("recipient", &req.recipient),
-    ] {
-        fields.push((k, v.clone()));
-    }
-    if !req.queue_id.is_empty() {
-        fields.push(("queue_id", req.queue_id.clone()));
-    }
-    let action = if cfg.dry_run {
-        fields.push(("dry_run", "yes".into()));
-        "DUNNO".to_string()
-    } else {
-        action
-    };
-    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Decision {
-        action,
-        log: Some(log_line(&pairs)),
-        store_error,
-    }
 }
 
 #[cfg(test)]
@@ -443,14 +524,31 @@ mod tests {
         }
     }
 
-    fn cfg(extra: &[&str]) -> Config {
+    fn cfg(extra: &[&str]) -> PolicySettings {
         let mut o = vec![
             "hostname=mx.example.net",
             "whitelist_clients=",
             "whitelist_recipients=",
         ];
         o.extend_from_slice(extra);
-        Config::defaults_with(&o).unwrap()
+        crate::app::policy_settings(&crate::config::Config::defaults_with(&o).unwrap())
+    }
+
+    fn run(
+        r: &Request,
+        s: &PolicySettings,
+        wl: &Whitelists,
+        st: &mut MemStore,
+        m: &mut MessageState,
+        now_ms: u64,
+    ) -> Decision {
+        let mut cx = Context {
+            whitelists: wl,
+            store: st,
+            spf: None,
+            now_ms,
+        };
+        decide(r, s, &mut cx, m)
     }
 
     #[test]
@@ -465,16 +563,16 @@ mod tests {
         let r1 = req("192.0.2.10", "a@example.org", "x@example.com", "i1");
         let r2 = req("192.0.2.10", "a@example.org", "y@example.com", "i1");
         let now = st.now;
-        let d = decide(&r1, &c, &wl, &mut st, None, &mut m, now);
+        let d = run(&r1, &c, &wl, &mut st, &mut m, now);
         assert_eq!(
-            d.action,
+            d.action.to_string(),
             "DEFER_IF_PERMIT Greylisted, please try again later"
         );
         assert_eq!(
             d.log.unwrap(),
             "action=greylist, reason=new, remaining=300, client_name=unknown, client_address=192.0.2.10, sender=a@example.org, recipient=x@example.com"
         );
-        decide(&r2, &c, &wl, &mut st, None, &mut m, now);
+        run(&r2, &c, &wl, &mut st, &mut m, now);
         st.now += 300_000;
         let now = st.now;
         let (r1, r2) = (
@@ -487,17 +585,17 @@ mod tests {
                 ..r2
             },
         );
-        let d = decide(&r1, &c, &wl, &mut st, None, &mut m, now);
+        let d = run(&r1, &c, &wl, &mut st, &mut m, now);
         assert_eq!(
-            d.action,
+            d.action.to_string(),
             format!(
                 "PREPEND X-Greylist: delayed 300 seconds by greyspf-{} at mx.example.net; Thu, 01 Jan 1970 00:21:40 +0000",
                 crate::VERSION
             )
         );
         assert_eq!(
-            decide(&r2, &c, &wl, &mut st, None, &mut m, now).action,
-            "DUNNO"
+            run(&r2, &c, &wl, &mut st, &mut m, now).action,
+            Action::Dunno
         );
         assert_eq!(st.queries[0], "192.0.2.0/24|a@example.org|x@example.com");
     }
@@ -513,46 +611,36 @@ mod tests {
         let mut m = MessageState::default();
         let mut r = req("127.0.0.1", "a@b", "c@d", "i");
         assert_eq!(
-            decide(&r, &c, &wl, &mut st, None, &mut m, 0),
-            Decision::quiet("DUNNO")
+            run(&r, &c, &wl, &mut st, &mut m, 0),
+            Decision::quiet(Action::Dunno)
         );
         r.client_address = "192.0.2.1".into();
         r.sasl_username = "bob".into();
         assert_eq!(
-            decide(&r, &c, &wl, &mut st, None, &mut m, 0),
-            Decision::quiet("DUNNO")
+            run(&r, &c, &wl, &mut st, &mut m, 0),
+            Decision::quiet(Action::Dunno)
         );
         r.sasl_username.clear();
         r.protocol_state = "DATA".into();
         assert_eq!(
-            decide(&r, &c, &wl, &mut st, None, &mut m, 0),
-            Decision::quiet("DUNNO")
+            run(&r, &c, &wl, &mut st, &mut m, 0),
+            Decision::quiet(Action::Dunno)
         );
         r.protocol_state = "RCPT".into();
-        let d = decide(&r, &c, &wl, &mut st, None, &mut m, 0);
-        assert_eq!(d.action, "DEFER_IF_PERMIT store down");
+        let d = run(&r, &c, &wl, &mut st, &mut m, 0);
+        assert_eq!(d.action.to_string(), "DEFER_IF_PERMIT store down");
         assert_eq!(
             d.store_error.as_deref(),
             Some("keeper did not answer within 2s")
         );
         let dry = cfg(&["dry_run=yes"]);
         st.fail = false;
-        let d = decide(&r, &dry, &wl, &mut st, None, &mut m, 0);
-        assert_eq!(d.action, "DUNNO");
+        let d = run(&r, &dry, &wl, &mut st, &mut m, 0);
+        assert_eq!(d.action, Action::Dunno);
         assert!(
             d.log
                 .unwrap()
                 .starts_with("action=greylist, reason=new, remaining=300,")
         );
-    }
-
-    #[test]
-    fn header_date() {
-        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            rfc2822(1_795_315_413_000),
-            "Sun, 22 Nov 2026 02:43:33 +0000"
-        );
-        assert_eq!(rfc2822(951_782_400_000), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 }

@@ -4,10 +4,11 @@
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use std::path::PathBuf;
+
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
-use crate::policy::{self, MessageState};
+use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::{Block, ProtocolError, Reader, write_reply};
 use crate::store::client::Greylister;
 use crate::store::now_ms;
@@ -15,21 +16,31 @@ use crate::store::now_ms;
 /// Store failures are logged at most this often: a dead store must not flood syslog.
 const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
+/// What the serving loop needs; the composition root builds it from the configuration.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub policy: PolicySettings,
+    /// None when SPF is switched off.
+    pub spf: Option<crate::spf::SpfSettings>,
+    pub whitelist_clients: Vec<PathBuf>,
+    pub whitelist_recipients: Vec<PathBuf>,
+}
+
 /// Serves requests from `input` until EOF.
 pub fn serve<R: BufRead, W: Write>(
     input: R,
     mut output: W,
-    cfg: &Config,
+    settings: &ServerSettings,
     store: &mut dyn Greylister,
 ) -> Result<(), ProtocolError> {
     let mut reader = Reader::new(input);
     let mut whitelists = Whitelists::new(
-        cfg.whitelist_clients.clone(),
-        cfg.whitelist_recipients.clone(),
+        settings.whitelist_clients.clone(),
+        settings.whitelist_recipients.clone(),
     );
     let mut msg = MessageState::default();
-    let spf = crate::spf::LazySpf::new(crate::spf::SpfSettings::from_config(cfg));
-    let spf: Option<&dyn policy::Spf> = cfg.spf_enable.then_some(&spf as &dyn policy::Spf);
+    let spf = settings.spf.clone().map(crate::spf::LazySpf::new);
+    let spf = spf.as_ref().map(|s| s as &dyn policy::Spf);
     let mut last_store_warning: Option<Instant> = None;
     let mut suppressed = 0u64;
     while let Some(block) = reader.next_block()? {
@@ -37,7 +48,7 @@ pub fn serve<R: BufRead, W: Write>(
             Block::Request(r) => r,
             Block::Malformed(why) => {
                 logging::warning(&format!("malformed request, answered DUNNO: {why}"));
-                write_reply(&mut output, "DUNNO")?;
+                write_reply(&mut output, &Action::Dunno.to_string())?;
                 continue;
             }
         };
@@ -51,7 +62,13 @@ pub fn serve<R: BufRead, W: Write>(
             logging::warning(&w);
         }
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            policy::decide(&req, cfg, &whitelists, store, spf, &mut msg, now_ms())
+            let mut cx = Context {
+                whitelists: &whitelists,
+                store: &mut *store,
+                spf,
+                now_ms: now_ms(),
+            };
+            policy::decide(&req, &settings.policy, &mut cx, &mut msg)
         }));
         let action = match decided {
             Ok(d) => {
@@ -64,7 +81,7 @@ pub fn serve<R: BufRead, W: Write>(
                         };
                         logging::warning(&format!(
                             "greylist store unavailable, answering {}: {e}{more}",
-                            cfg.store_failure_action
+                            settings.policy.store_failure_action
                         ));
                         last_store_warning = Some(Instant::now());
                         suppressed = 0;
@@ -79,10 +96,10 @@ pub fn serve<R: BufRead, W: Write>(
             }
             Err(_) => {
                 logging::error("internal error while deciding (logged above), answered DUNNO");
-                "DUNNO".to_string()
+                Action::Dunno
             }
         };
-        write_reply(&mut output, &action)?;
+        write_reply(&mut output, &action.to_string())?;
     }
     store.finish();
     Ok(())

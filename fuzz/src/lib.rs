@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::io::BufReader;
 use std::sync::OnceLock;
 
+use greyspf::app::server_settings;
 use greyspf::config::Config;
 use greyspf::greylist::decide::{Entry, Verdict, decide_triplet};
 use greyspf::protocol::{Block, Reader};
-use greyspf::server::serve;
+use greyspf::server::{ServerSettings, serve};
 use greyspf::store::StoreError;
 use greyspf::store::client::{GreyQuery, Greylister};
 
@@ -67,16 +68,17 @@ const VARIANTS: &[&[&str]] = &[
     &["greylist_enable=no"],
 ];
 
-fn configs() -> &'static [Config] {
-    static CONFIGS: OnceLock<Vec<Config>> = OnceLock::new();
+fn configs() -> &'static [ServerSettings] {
+    static CONFIGS: OnceLock<Vec<ServerSettings>> = OnceLock::new();
     CONFIGS.get_or_init(|| {
         VARIANTS
             .iter()
             .map(|v| {
                 let mut o = BASE.to_vec();
                 o.extend_from_slice(v);
-                Config::defaults_with(&o)
-                    .unwrap_or_else(|e| panic!("fuzz configuration {v:?} rejected: {e}"))
+                let cfg = Config::defaults_with(&o)
+                    .unwrap_or_else(|e| panic!("fuzz configuration {v:?} rejected: {e}"));
+                server_settings(&cfg)
             })
             .collect()
     })
