@@ -16,17 +16,14 @@ pub const MAX_BLOCK: usize = 64 * 1024;
 pub struct Request {
     pub request: String,
     pub protocol_state: String,
-    pub protocol_name: String,
     pub client_address: String,
     pub client_name: String,
-    pub reverse_client_name: String,
     pub helo_name: String,
     pub sender: String,
     pub recipient: String,
     pub queue_id: String,
     pub instance: String,
     pub sasl_username: String,
-    pub policy_context: String,
     /// Named attributes whose value was not UTF-8 and was decoded lossily (U+FFFD for each
     /// bad sequence). The request is still decided: refusing to decide would let odd bytes
     /// in any attribute switch SPF and greylisting off for the message.
@@ -181,17 +178,14 @@ fn parse_attr(line: &[u8], req: &mut Request) -> Result<(), String> {
     let (field, name) = match name {
         b"request" => (&mut req.request, "request"),
         b"protocol_state" => (&mut req.protocol_state, "protocol_state"),
-        b"protocol_name" => (&mut req.protocol_name, "protocol_name"),
         b"client_address" => (&mut req.client_address, "client_address"),
         b"client_name" => (&mut req.client_name, "client_name"),
-        b"reverse_client_name" => (&mut req.reverse_client_name, "reverse_client_name"),
         b"helo_name" => (&mut req.helo_name, "helo_name"),
         b"sender" => (&mut req.sender, "sender"),
         b"recipient" => (&mut req.recipient, "recipient"),
         b"queue_id" => (&mut req.queue_id, "queue_id"),
         b"instance" => (&mut req.instance, "instance"),
         b"sasl_username" => (&mut req.sasl_username, "sasl_username"),
-        b"policy_context" => (&mut req.policy_context, "policy_context"),
         _ => return Ok(()),
     };
     field.clear();
@@ -322,15 +316,15 @@ mod tests {
     #[test]
     fn bad_utf8_in_named_attributes_is_decoded_lossily_and_flagged() {
         let b = blocks(
-            b"request=smtpd_access_policy\nprotocol_name=E\xffSMTP\nsender=a\xc3\x28@b\nhelo_name=x\nhelo_name=mx.example\n\n",
+            b"request=smtpd_access_policy\nclient_name=E\xffSMTP\nsender=a\xc3\x28@b\nhelo_name=x\nhelo_name=mx.example\n\n",
         );
         let [Block::Request(r)] = b.as_slice() else {
             panic!("{b:?}")
         };
-        assert_eq!(r.protocol_name, "E\u{fffd}SMTP");
+        assert_eq!(r.client_name, "E\u{fffd}SMTP");
         assert_eq!(r.sender, "a\u{fffd}(@b");
         assert_eq!(r.helo_name, "mx.example");
-        assert_eq!(r.lossy, vec!["protocol_name", "sender"]);
+        assert_eq!(r.lossy, vec!["client_name", "sender"]);
         // A later valid copy clears the flag.
         let b = blocks(b"request=smtpd_access_policy\nsender=\xff\nsender=a@b\n\n");
         let [Block::Request(r)] = b.as_slice() else {
