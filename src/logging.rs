@@ -1,17 +1,17 @@
-//! Logging: RFC 3164 lines to the syslog socket, sent without ever blocking (a full socket
-//! drops the line and counts it), a quiet fallback when there is no socket, stderr for
-//! manual foreground runs only, and the panic hook. Under spawn(8) stderr is the smtpd
+//! Logging: RFC 3164 lines to the syslog socket, never held up by the daemon (a full
+//! socket drops the line and counts it), a quiet fallback when there is no socket, stderr
+//! for manual foreground runs only, and the panic hook. Under spawn(8) stderr is the smtpd
 //! socket, so nothing here writes to it unless the administrator asked for `--foreground`.
 //!
 //! The sender is written by hand rather than taken from the `syslog` crate (which still
 //! supplies the `Facility` type of the configuration): that crate sends on a blocking
 //! socket, and a syslog daemon that hangs while its socket still exists (or journald under
 //! I/O pressure) then stalls every answer of every instance. Here the socket is a
-//! non-blocking `UnixDatagram`: when the daemon's queue is full the line waits a bounded
-//! moment for room (a burst), then is dropped and counted; while the daemon stays stuck
-//! further lines are dropped at once. The count rides along in the next line that gets
-//! through and in the `log_dropped` counter of `stats`. Only datagram sockets are supported, as on every
-//! current syslog daemon's `/dev/log`.
+//! non-blocking `UnixDatagram`: when the daemon's queue is full a line waits a bounded
+//! moment for room (a burst from many instances), then is dropped and counted; while the
+//! daemon stays stuck further lines are dropped at once. The count rides along in the next
+//! line that gets through and in the `log_dropped` counter of `stats`. Only datagram
+//! sockets are supported, as `/dev/log` is on every current syslog daemon.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
@@ -50,7 +50,7 @@ static UNCOUNTED: AtomicU64 = AtomicU64::new(0);
 /// How long a line may wait for room in a full socket. A burst that a healthy daemon
 /// drains at once costs nothing; a stuck daemon costs this once, then lines are dropped
 /// without waiting until one gets through again.
-const ROOM_WAIT: Duration = Duration::from_millis(50);
+const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// How long to wait before trying an absent syslog socket again.
 const RECONNECT: Duration = Duration::from_secs(10);
@@ -97,14 +97,12 @@ pub fn init(facility: syslog::Facility, socket: PathBuf, foreground: bool) {
     }
 }
 
-/// The pid changes when the keeper detaches, and detaching closes every descriptor: the
-/// tag must follow the pid and the socket must be opened again.
+/// The pid changes when the keeper detaches (it forks): the tag must follow it.
 pub fn reset_pid() {
     if let Ok(mut g) = SINK.lock()
         && let Some(Sink::Syslog(s)) = g.as_mut()
     {
         s.pid = std::process::id();
-        s.connect();
     }
 }
 
@@ -143,10 +141,7 @@ impl Syslog {
         }
         let dropped = UNREPORTED.load(Ordering::Relaxed);
         let line = datagram(self.facility | severity, self.pid, msg, dropped);
-        let mut result = self.try_send(&line);
-        if result.as_ref().is_err_and(full) && !self.stalled && self.wait_for_room() {
-            result = self.try_send(&line);
-        }
+        let mut result = self.send_or_wait(&line);
         if result.as_ref().is_err_and(|e| !full(e)) {
             // The daemon went away or was restarted: the old socket is dead, a new one
             // may be there already.
@@ -165,15 +160,33 @@ impl Syslog {
         }
     }
 
-    /// Waits at most `ROOM_WAIT` for the daemon to make room; true when it did.
-    fn wait_for_room(&self) -> bool {
+    /// Sends, waiting at most `ROOM_WAIT` in all for room unless the daemon is known to be
+    /// stuck. Room can be taken by another process between the wake-up and the send, so
+    /// the wait goes on until the deadline.
+    fn send_or_wait(&self, line: &str) -> std::io::Result<()> {
+        let deadline = Instant::now() + ROOM_WAIT;
+        loop {
+            match self.try_send(line) {
+                Err(e) if full(&e) && !self.stalled => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !self.wait_for_room(left) {
+                        return Err(e);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Waits at most `limit` for the daemon to make room; true when it did.
+    fn wait_for_room(&self, limit: Duration) -> bool {
         let Some(s) = &self.socket else { return false };
         let mut p = libc::pollfd {
             fd: s.as_raw_fd(),
             events: libc::POLLOUT,
             revents: 0,
         };
-        let ms = ROOM_WAIT.as_millis() as libc::c_int;
+        let ms = limit.as_millis().clamp(1, 1000) as libc::c_int;
         // SAFETY: one pollfd of our own, on a descriptor that lives as long as `s`.
         unsafe { libc::poll(&mut p, 1, ms) > 0 && p.revents & libc::POLLOUT != 0 }
     }
@@ -289,6 +302,52 @@ mod tests {
         assert!(l.starts_with("<22>"), "{l}");
         assert!(l.ends_with(" greyspf[7]: hello"), "{l}");
         assert!(datagram(19, 7, "x", 3).ends_with("greyspf[7]: x, log_dropped=3"));
+    }
+
+    #[test]
+    fn a_full_socket_drops_and_counts_without_waiting_twice() {
+        let dir = std::env::temp_dir().join(format!("greyspf-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("log");
+        let daemon = UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Syslog {
+            facility: 16,
+            path,
+            socket: None,
+            last_attempt: None,
+            pid: 1,
+            stalled: false,
+        };
+        s.connect();
+        let start = Instant::now();
+        for i in 0..500 {
+            s.send(6, &format!("line {i}"));
+        }
+        // One wait for room at most, however many lines are dropped.
+        assert!(start.elapsed() < ROOM_WAIT * 4, "{:?}", start.elapsed());
+        assert!(s.stalled);
+        let mut buf = [0u8; 512];
+        daemon
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = 0;
+        while daemon.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        let dropped = 500 - got;
+        assert!(dropped > 0);
+        assert_eq!(take_dropped(), dropped);
+        s.send(6, "after");
+        let n = daemon.recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let line = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(
+            line.ends_with(&format!("greyspf[1]: after, log_dropped={dropped}")),
+            "{line}"
+        );
+        assert!(!s.stalled);
+        assert_eq!(take_dropped(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
