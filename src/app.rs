@@ -3,12 +3,14 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 
 use clap::Parser;
 
 use crate::admin;
 use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
-use crate::config::{Config, Sources};
+use crate::config::{Config, KEYS, Sources};
 use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
@@ -26,10 +28,17 @@ pub const EXIT_CONFIG: i32 = 78;
 
 /// Runs the program and returns its exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    // Before anything can panic or fail: the default hook and error paths print to
+    // stderr, which under spawn(8) is the smtpd socket.
+    logging::install_panic_hook();
+    early_logging(&[]);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            if e.use_stderr() {
+                logging::error(&format!("command line: {}", first_line(&e.to_string())));
+            }
             let _ = e.print();
             return code;
         }
@@ -41,8 +50,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cfg = match Config::load(&sources) {
         Ok(c) => c,
         Err(e) => {
-            // Configuration errors happen before serving: stderr is where an administrator
-            // running the command looks, and where smtpd logs a failed spawn.
+            // stderr is where an administrator running the command looks; syslog is where
+            // one looks when smtpd spawned it (smtpd only sees a malformed reply).
+            early_logging(&cli.overrides);
+            logging::error(&format!("configuration error: {e}"));
             eprintln!("greyspf: configuration error: {e}");
             return EXIT_CONFIG;
         }
@@ -57,9 +68,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         cfg.syslog_socket.clone(),
         cli.foreground && !detach,
     );
-    logging::install_panic_hook();
     match cli.command {
-        None => serve(&cfg),
+        None => {
+            if !cli.foreground {
+                silence_stderr();
+            }
+            serve(&cfg)
+        }
         Some(Command::Keeper { detach }) => {
             if detach && let Err(e) = keeper::detach() {
                 logging::error(&format!("keeper: {e}"));
@@ -92,6 +107,50 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             WhitelistAction::Remove { network } => admin::whitelist(&cfg, "remove", Some(&network)),
             WhitelistAction::List => admin::whitelist(&cfg, "list", None),
         }),
+    }
+}
+
+/// Logging before the configuration is loaded: to the syslog socket and facility of the
+/// `-o` overrides when given (the last one wins, as in the configuration), else to the
+/// built-in defaults. A configuration that failed to load is not trusted for this.
+fn early_logging(overrides: &[String]) {
+    let default = |key: &str| {
+        KEYS.iter()
+            .find(|k| k.name == key)
+            .map_or("", |k| k.default)
+    };
+    let (mut facility, mut socket) = (default("syslog_facility"), default("syslog_socket"));
+    for (k, v) in overrides.iter().filter_map(|o| o.split_once('=')) {
+        match k.trim() {
+            "syslog_facility" => facility = v.trim(),
+            "syslog_socket" => socket = v.trim(),
+            _ => {}
+        }
+    }
+    let facility = facility.parse().unwrap_or(syslog::Facility::LOG_MAIL);
+    logging::init(facility, PathBuf::from(socket), false);
+}
+
+fn first_line(s: &str) -> &str {
+    let line = s.lines().next().unwrap_or("");
+    line.strip_prefix("error: ").unwrap_or(line)
+}
+
+/// Points fd 2 at /dev/null before serving. Under spawn(8) it is the smtpd socket, and
+/// some messages bypass every hook (allocation failure, stack overflow): they must not
+/// reach smtpd as a reply.
+fn silence_stderr() {
+    let null = match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => {
+            logging::warning(&format!("cannot open /dev/null for stderr: {e}"));
+            return;
+        }
+    };
+    // SAFETY: dup2 on two descriptors we own; fd 2 is replaced atomically.
+    if unsafe { libc::dup2(null.as_raw_fd(), 2) } < 0 {
+        let e = std::io::Error::last_os_error();
+        logging::warning(&format!("cannot point stderr at /dev/null: {e}"));
     }
 }
 

@@ -44,6 +44,7 @@ pub fn serve<R: BufRead, W: Write>(
     let mut last_store_warning: Option<Instant> = None;
     let mut suppressed = 0u64;
     while let Some(block) = reader.next_block()? {
+        count_log_drops(store);
         let req = match block {
             Block::Request(r) => r,
             Block::Malformed(why) => {
@@ -101,6 +102,15 @@ pub fn serve<R: BufRead, W: Write>(
         };
         write_reply(&mut output, &action.to_string())?;
     }
+    count_log_drops(store);
     store.finish();
     Ok(())
+}
+
+/// Hands the log lines dropped so far (syslog socket full) to the `log_dropped` counter,
+/// which travels to the keeper with the other instance counts.
+fn count_log_drops(store: &mut dyn Greylister) {
+    for _ in 0..logging::take_dropped() {
+        store.count("log_dropped");
+    }
 }

@@ -89,11 +89,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Whether the mail goes on (DUNNO or a header): every verdict but the two that defer.
     pub fn passes(&self) -> bool {
-        matches!(
-            self,
-            Verdict::Delayed { .. } | Verdict::Known | Verdict::ClientAwl
-        )
+        !matches!(self, Verdict::New { .. } | Verdict::EarlyRetry { .. })
     }
 
     /// The `reason=` word of the log line.
@@ -285,6 +283,16 @@ mod tests {
             }
         );
         assert_eq!(e.first, T.retry_window_ms + 1);
+    }
+
+    #[test]
+    fn only_new_and_early_retry_defer() {
+        assert!(!Verdict::New { remaining_ms: 1 }.passes());
+        assert!(!Verdict::EarlyRetry { remaining_ms: 1 }.passes());
+        assert!(Verdict::Delayed { waited_ms: 1 }.passes());
+        assert!(Verdict::Known.passes());
+        assert!(Verdict::ClientAwl.passes());
+        assert!(Verdict::Whitelisted.passes());
     }
 
     #[test]

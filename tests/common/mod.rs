@@ -279,3 +279,10 @@ pub fn assert_header(action: &str, secs: u64) {
     let re = regex::Regex::new(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d \+0000$").unwrap();
     assert!(re.is_match(date), "bad date in {action:?}");
 }
+
+impl Session {
+    /// The process id of the serving greyspf, to look at it from outside (/proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
