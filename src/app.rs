@@ -222,7 +222,13 @@ pub fn policy_settings(cfg: &Config) -> PolicySettings {
 
 /// The SPF checker's part of the configuration.
 pub fn spf_settings(cfg: &Config) -> SpfSettings {
-    SpfSettings::from_config(cfg)
+    SpfSettings {
+        dns_server: cfg.dns_server,
+        timeout: cfg.spf_timeout,
+        header: cfg.spf_header,
+        authserv_id: cfg.spf_authserv_id.clone(),
+        hostname: cfg.hostname.clone(),
+    }
 }
 
 /// The serving loop's part of the configuration.
@@ -298,7 +304,8 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
             }
         }
     }
-    let spf_ref: Option<&dyn policy::Spf> = cfg.spf_enable.then_some(&spf as &dyn policy::Spf);
+    let spf_ref: Option<&dyn crate::spf::Spf> =
+        cfg.spf_enable.then_some(&spf as &dyn crate::spf::Spf);
     let mut cx = Context {
         whitelists: &wl,
         store: &mut store,

@@ -11,7 +11,7 @@ use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::greylist::whitelist::Whitelists;
 use crate::net::{self, Network};
 use crate::protocol::Request;
-use crate::spf::{Identity, SpfOutcome, SpfResult};
+use crate::spf::{Identity, Spf, SpfOutcome, SpfResult};
 use crate::store::client::{GreyQuery, Greylister};
 
 /// What the pipeline needs of the configuration; the composition root builds it.
@@ -93,12 +93,6 @@ impl MessageState {
             self.pending_header = None;
         }
     }
-}
-
-/// SPF as the pipeline needs it; the real checker does DNS, tests pass a table.
-pub trait Spf {
-    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
-    fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
 }
 
 /// The SPF evaluation of one message, made once and reused for its other recipients.
@@ -524,14 +518,36 @@ mod tests {
         }
     }
 
-    fn cfg(extra: &[&str]) -> PolicySettings {
-        let mut o = vec![
-            "hostname=mx.example.net",
-            "whitelist_clients=",
-            "whitelist_recipients=",
-        ];
-        o.extend_from_slice(extra);
-        crate::app::policy_settings(&crate::config::Config::defaults_with(&o).unwrap())
+    /// The settings of a default configuration with `hostname = mx.example.net`.
+    fn settings() -> PolicySettings {
+        PolicySettings {
+            protocol_states: vec!["RCPT".into()],
+            trusted_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            dry_run: false,
+            hostname: "mx.example.net".into(),
+            spf_enable: true,
+            spf_helo_check: true,
+            spf_skip_networks: vec![],
+            spf_reject_results: vec![SpfResult::Fail],
+            spf_defer_results: vec![],
+            spf_reject_text: "SPF check failed".into(),
+            spf_defer_text: "SPF check for %d could not be completed".into(),
+            greylist_enable: true,
+            greylist_spf_key: true,
+            greylist_ipv4_prefix: 24,
+            greylist_ipv6_prefix: 64,
+            greylist_action: "DEFER_IF_PERMIT".into(),
+            greylist_text: "Greylisted, please try again later".into(),
+            greylist_header: true,
+            timers: Timers {
+                delay_ms: 300_000,
+                retry_window_ms: 2 * 86_400_000,
+                max_age_ms: 35 * 86_400_000,
+                awl_clients: 5,
+                awl_interval_ms: 3_600_000,
+            },
+            store_failure_action: Action::Dunno,
+        }
     }
 
     fn run(
@@ -553,7 +569,7 @@ mod tests {
 
     #[test]
     fn greylists_then_passes_with_one_header_per_message() {
-        let c = cfg(&[]);
+        let c = settings();
         let wl = Whitelists::new(vec![], vec![]);
         let mut st = MemStore {
             now: 1_000_000,
@@ -602,7 +618,10 @@ mod tests {
 
     #[test]
     fn skips_and_whitelists_and_failures() {
-        let c = cfg(&["store_failure_action=DEFER_IF_PERMIT store down"]);
+        let c = PolicySettings {
+            store_failure_action: Action::Reply("DEFER_IF_PERMIT store down".into()),
+            ..settings()
+        };
         let wl = Whitelists::new(vec![], vec![]);
         let mut st = MemStore {
             fail: true,
@@ -633,7 +652,10 @@ mod tests {
             d.store_error.as_deref(),
             Some("keeper did not answer within 2s")
         );
-        let dry = cfg(&["dry_run=yes"]);
+        let dry = PolicySettings {
+            dry_run: true,
+            ..settings()
+        };
         st.fail = false;
         let d = run(&r, &dry, &wl, &mut st, &mut m, 0);
         assert_eq!(d.action, Action::Dunno);

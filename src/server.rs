@@ -40,7 +40,7 @@ pub fn serve<R: BufRead, W: Write>(
     );
     let mut msg = MessageState::default();
     let spf = settings.spf.clone().map(crate::spf::LazySpf::new);
-    let spf = spf.as_ref().map(|s| s as &dyn policy::Spf);
+    let spf = spf.as_ref().map(|s| s as &dyn crate::spf::Spf);
     let mut last_store_warning: Option<Instant> = None;
     let mut suppressed = 0u64;
     while let Some(block) = reader.next_block()? {

@@ -171,6 +171,14 @@ pub struct SpfSettings {
     pub hostname: String,
 }
 
+/// SPF as the decision pipeline needs it: the real checker does DNS, tests pass a table.
+pub trait Spf {
+    /// The HELO identity; None when there is nothing to check.
+    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
+    /// The MAIL FROM identity.
+    fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
+}
+
 /// Errors of setting the checker up, and of parsing configuration values of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum SpfError {
@@ -262,10 +270,6 @@ impl SpfChecker {
             caches: RefCell::new(Caches::new()),
             settings,
         })
-    }
-
-    pub fn settings(&self) -> &SpfSettings {
-        &self.settings
     }
 
     /// HELO identity; returns None when helo is empty or not a domain name (skip).
@@ -626,19 +630,6 @@ fn reverse_name(ip: IpAddr) -> String {
     }
 }
 
-impl SpfSettings {
-    /// The SPF part of the configuration.
-    pub fn from_config(cfg: &crate::config::Config) -> SpfSettings {
-        SpfSettings {
-            dns_server: cfg.dns_server,
-            timeout: cfg.spf_timeout,
-            header: cfg.spf_header,
-            authserv_id: cfg.spf_authserv_id.clone(),
-            hostname: cfg.hostname.clone(),
-        }
-    }
-}
-
 /// Builds the checker on first use: requests that never reach SPF (other states, trusted
 /// clients) do not pay for the runtime and resolver. A checker that cannot be built is
 /// reported once and SPF is skipped, so mail keeps flowing.
@@ -668,12 +659,12 @@ impl LazySpf {
     }
 
     /// The checker, or None when it could not be built.
-    pub fn checker(&self) -> Option<&dyn crate::policy::Spf> {
-        self.get().map(|c| c as &dyn crate::policy::Spf)
+    pub fn checker(&self) -> Option<&dyn Spf> {
+        self.get().map(|c| c as &dyn Spf)
     }
 }
 
-impl crate::policy::Spf for SpfChecker {
+impl Spf for SpfChecker {
     fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
         self.check_helo(ip, helo)
     }
@@ -683,7 +674,7 @@ impl crate::policy::Spf for SpfChecker {
     }
 }
 
-impl crate::policy::Spf for LazySpf {
+impl Spf for LazySpf {
     fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
         self.get().and_then(|c| c.check_helo(ip, helo))
     }
