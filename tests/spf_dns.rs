@@ -415,3 +415,77 @@ fn the_query_socket_is_kept_then_replaced() {
     assert!(ports[64..].iter().all(|&p| p == ports[64]), "{ports:?}");
     assert_ne!(ports[0], ports[64]);
 }
+
+/// A server (or forger) that slips records of another owner into an answer: they are not
+/// the answer to the question and change nothing. Used, they would give pass.
+#[test]
+fn records_of_another_owner_are_not_used() {
+    let zone = Zone::new()
+        .txt("own.example.com", "v=spf1 -all")
+        .foreign_txt("own.example.com", "attacker.example.net", "v=spf1 +all")
+        .foreign_txt(
+            "norecord.example.com",
+            "attacker.example.net",
+            "v=spf1 +all",
+        )
+        .txt("addr.example.com", "v=spf1 a:host.example.com -all")
+        .a("host.example.com", "192.0.2.1")
+        .foreign(
+            "host.example.com",
+            "attacker.example.net",
+            support::dns::Rr::A("203.0.113.5".parse().unwrap()),
+        );
+    let server = DnsServer::start(zone);
+    let spf = received_spf(&server);
+    let client = ip("203.0.113.5");
+    let own = spf.check_mail_from(client, "h.example.net", "a@own.example.com");
+    assert_eq!((own.result, own.reason), (SpfResult::Fail, None));
+    let none = spf.check_mail_from(client, "h.example.net", "a@norecord.example.com");
+    assert_eq!(none.result, SpfResult::None);
+    let addr = spf.check_mail_from(client, "h.example.net", "a@addr.example.com");
+    assert_eq!(addr.result, SpfResult::Fail);
+    let host = spf.check_mail_from(ip("192.0.2.1"), "h.example.net", "a@addr.example.com");
+    assert_eq!(host.result, SpfResult::Pass);
+    assert_eq!(
+        server.described_queries(),
+        [
+            "TXT own.example.com",
+            "TXT norecord.example.com",
+            "TXT addr.example.com",
+            "A host.example.com",
+            "TXT addr.example.com",
+            "A host.example.com",
+        ]
+    );
+}
+
+/// An alias is followed along its CNAME chain, and only the records of the name at its end
+/// count: a TXT record the server puts in the answer as owned by a name in the middle of
+/// the chain (which, having a CNAME, can own nothing else) is ignored.
+#[test]
+fn a_cname_chain_is_followed_to_the_final_names_records_only() {
+    let zone = Zone::new()
+        .cname("alias.example.com", "mid.example.com")
+        .cname("mid.example.com", "real.example.com")
+        .txt(
+            "real.example.com",
+            "v=spf1 ip4:192.0.2.0/24 a:host.example.com -all",
+        )
+        .foreign_txt("real.example.com", "mid.example.com", "v=spf1 +all")
+        .cname("host.example.com", "box.example.com")
+        .a("box.example.com", "198.51.100.7")
+        .foreign(
+            "box.example.com",
+            "host.example.com",
+            support::dns::Rr::A("203.0.113.5".parse().unwrap()),
+        );
+    let server = DnsServer::start(zone);
+    let spf = received_spf(&server);
+    let pass = spf.check_mail_from(ip("192.0.2.10"), "h.example.net", "a@alias.example.com");
+    assert_eq!((pass.result, pass.reason), (SpfResult::Pass, None));
+    assert_eq!(server.described_queries(), ["TXT alias.example.com"]);
+    let through_a = spf.check_mail_from(ip("198.51.100.7"), "h.example.net", "a@alias.example.com");
+    assert_eq!(through_a.result, SpfResult::Pass);
+    let outside = spf.check_mail_from(ip("203.0.113.5"), "h.example.net", "a@alias.example.com");
+    assert_eq!((outside.result, outside.reason), (SpfResult::Fail, None));
+}
