@@ -49,6 +49,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("spf_authserv_id", ""),
     ("spf_timeout", "10s"),
     ("dns_server", ""),
+    ("dns_retransmit", "400ms"),
     ("spf_skip_networks", ""),
     ("keeper_idle_timeout", "10m"),
     ("store_failure_action", "DUNNO"),
@@ -109,6 +110,7 @@ pub struct Config {
     pub spf_authserv_id: String,
     pub spf_timeout: Duration,
     pub dns_server: Option<std::net::SocketAddr>,
+    pub dns_retransmit: Duration,
     pub spf_skip_networks: Vec<Network>,
     pub keeper_idle_timeout: Duration,
     pub store_failure_action: String,
@@ -477,6 +479,13 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         spf_authserv_id: spf_authserv_id.clone(),
         spf_timeout: dur("spf_timeout")?,
         dns_server,
+        dns_retransmit: match dur("dns_retransmit")? {
+            zero if zero.is_zero() => {
+                let origin = raw.get("dns_retransmit").1;
+                return Err(invalid(origin, "dns_retransmit", "must be above zero"));
+            }
+            interval => interval,
+        },
         spf_skip_networks,
         keeper_idle_timeout: dur("keeper_idle_timeout")?,
         store_failure_action: action("store_failure_action")?,

@@ -162,6 +162,9 @@ pub struct SpfOutcome {
 pub struct SpfSettings {
     /// One nameserver to ask instead of the system resolver configuration.
     pub dns_server: Option<SocketAddr>,
+    /// How long the first copy of a DNS query waits for its answer before it is sent
+    /// again; each next copy waits twice as long, until the deadline of the identity.
+    pub dns_retransmit: Duration,
     /// Deadline for the whole evaluation of one identity; passing it is a temperror.
     pub timeout: Duration,
     pub header: HeaderKind,
@@ -248,7 +251,7 @@ impl SpfChecker {
             None => read_system_conf().map_err(|e| SpfError::SystemResolver(e.to_string()))?,
         };
         tune_resolver(&mut options, settings.timeout);
-        let udp = udp::UdpTransport::new(&config, options.timeout, options.attempts);
+        let udp = udp::UdpTransport::new(&config, settings.dns_retransmit);
         // The resolver registers with the runtime it is created in.
         let authenticator = {
             let _context = runtime.enter();
@@ -323,14 +326,18 @@ impl SpfChecker {
     }
 
     fn evaluate(&self, request: &Request<'_>, domain: &str) -> eval::Verdict {
+        let timeout = self.settings.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let resolver = Resolver {
             dns: self.authenticator.resolver(),
             udp: &self.udp,
             caches: &self.caches,
+            deadline,
         };
-        let timeout = self.settings.timeout;
         self.runtime.block_on(async {
-            tokio::time::timeout(timeout, eval::check_host(&resolver, request, domain))
+            // A query gives up at the deadline by itself; this bounds the rest (the
+            // resolver's TCP path), and the query's own failure is seen first.
+            tokio::time::timeout_at(deadline, eval::check_host(&resolver, request, domain))
                 .await
                 .unwrap_or_else(|_| eval::Verdict {
                     result: SpfResult::TempError,
@@ -386,6 +393,9 @@ fn tune_resolver(options: &mut ResolverOpts, deadline: Duration) {
     options.timeout = (deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     // `attempts` counts retries after the first try.
     options.attempts = 1;
+    // The question must come back in the random case it was sent in (RFC 5452 §9.1),
+    // as on the UDP path.
+    options.case_randomization = true;
     // SPF is about what the domain publishes in the DNS, never about local host files.
     options.use_hosts_file = ResolveHosts::Never;
     // Answers are cached by the checker, compactly (src/spf/cache.rs): the resolver's own
@@ -435,11 +445,13 @@ fn one_line(header: &str) -> String {
     line
 }
 
-/// The process resolver and the answer caches, as seen by the evaluation.
+/// The process resolver and the answer caches, as seen by the evaluation of one identity.
 struct Resolver<'a> {
     dns: &'a TokioResolver,
     udp: &'a udp::UdpTransport,
     caches: &'a RefCell<Caches>,
+    /// The identity's deadline: queries are sent again until then, not after.
+    deadline: tokio::time::Instant,
 }
 
 impl Resolver<'_> {
@@ -473,7 +485,7 @@ impl Resolver<'_> {
             return (Answer::Void, None);
         };
         if self.udp.usable() {
-            match self.udp.query(&query, record_type).await {
+            match self.udp.query(&query, record_type, self.deadline).await {
                 udp::Reply::Answer(message) => return from_message(&query, &message, extract),
                 udp::Reply::Failed(error) => return (Answer::Failed(error), None),
                 // Too big for a datagram: the resolver asks again and falls back to TCP.
@@ -659,6 +671,7 @@ impl SpfSettings {
     pub fn from_config(cfg: &crate::config::Config) -> SpfSettings {
         SpfSettings {
             dns_server: cfg.dns_server,
+            dns_retransmit: cfg.dns_retransmit,
             timeout: cfg.spf_timeout,
             header: cfg.spf_header,
             authserv_id: cfg.spf_authserv_id.clone(),
