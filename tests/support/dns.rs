@@ -353,12 +353,15 @@ impl Drop for DnsServer {
 }
 
 impl Shared {
-    /// Logs the query; true when it is the first of its name and type.
+    /// Logs the query; with `drop_first`, true when it is the first of its name and type.
     fn record(&self, query: &ParsedQuery, port: u16) -> bool {
+        let drop_first = self.drops_first();
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = !log
-            .iter()
-            .any(|q| q.name == query.name && q.qtype == query.qtype);
+        // Only then is the log searched: a long test would otherwise pay for its length.
+        let first = drop_first
+            && !log
+                .iter()
+                .any(|q| q.name == query.name && q.qtype == query.qtype);
         log.push(Query {
             name: query.name.clone(),
             raw_name: query.raw_name.clone(),
@@ -392,7 +395,7 @@ fn serve(socket: &UdpSocket, shared: &Shared) {
         let first = parsed
             .as_ref()
             .is_some_and(|query| shared.record(query, peer.port()));
-        if !shared.answering || (first && shared.drops_first()) {
+        if !shared.answering || first {
             continue;
         }
         let response = match &parsed {
