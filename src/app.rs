@@ -224,6 +224,7 @@ pub fn policy_settings(cfg: &Config) -> PolicySettings {
 pub fn spf_settings(cfg: &Config) -> SpfSettings {
     SpfSettings {
         dns_server: cfg.dns_server,
+        dns_retransmit: cfg.dns_retransmit,
         timeout: cfg.spf_timeout,
         header: cfg.spf_header,
         authserv_id: cfg.spf_authserv_id.clone(),

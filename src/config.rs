@@ -120,6 +120,8 @@ keys! {
         "Time limit of the check of one identity.";
     dns_server: Option<SocketAddr> = "", "address", optional_server,
         "The DNS server for SPF lookups; empty: the system's.";
+    dns_retransmit: Duration = "400ms", "time", positive_duration,
+        "How long a DNS query waits before it is sent again (doubling each time).";
     spf_skip_networks: Vec<Network> = "", "networks", net::parse_list,
         "Clients whose SPF is not checked; empty: trusted_networks.";
     keeper_idle_timeout: Duration = "10m", "time", parse_duration,

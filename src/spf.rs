@@ -162,6 +162,9 @@ pub struct SpfOutcome {
 pub struct SpfSettings {
     /// One nameserver to ask instead of the system resolver configuration.
     pub dns_server: Option<SocketAddr>,
+    /// How long the first copy of a DNS query waits for its answer before it is sent
+    /// again; each next copy waits twice as long, until the deadline of the identity.
+    pub dns_retransmit: Duration,
     /// Deadline for the whole evaluation of one identity; passing it is a temperror.
     pub timeout: Duration,
     pub header: HeaderKind,
@@ -256,7 +259,7 @@ impl SpfChecker {
             None => read_system_conf().map_err(|e| SpfError::SystemResolver(e.to_string()))?,
         };
         tune_resolver(&mut options, settings.timeout);
-        let udp = udp::UdpTransport::new(&config, options.timeout, options.attempts);
+        let udp = udp::UdpTransport::new(&config, settings.dns_retransmit);
         // The resolver registers with the runtime it is created in.
         let authenticator = {
             let _context = runtime.enter();
@@ -327,14 +330,18 @@ impl SpfChecker {
     }
 
     fn evaluate(&self, request: &Request<'_>, domain: &str) -> eval::Verdict {
+        let timeout = self.settings.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let resolver = Resolver {
             dns: self.authenticator.resolver(),
             udp: &self.udp,
             caches: &self.caches,
+            deadline,
         };
-        let timeout = self.settings.timeout;
         self.runtime.block_on(async {
-            tokio::time::timeout(timeout, eval::check_host(&resolver, request, domain))
+            // A query gives up at the deadline by itself; this bounds the rest (the
+            // resolver's TCP path), and the query's own failure is seen first.
+            tokio::time::timeout_at(deadline, eval::check_host(&resolver, request, domain))
                 .await
                 .unwrap_or_else(|_| eval::Verdict {
                     result: SpfResult::TempError,
@@ -390,6 +397,9 @@ fn tune_resolver(options: &mut ResolverOpts, deadline: Duration) {
     options.timeout = (deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     // `attempts` counts retries after the first try.
     options.attempts = 1;
+    // The question must come back in the random case it was sent in (RFC 5452 §9.1),
+    // as on the UDP path.
+    options.case_randomization = true;
     // SPF is about what the domain publishes in the DNS, never about local host files.
     options.use_hosts_file = ResolveHosts::Never;
     // Answers are cached by the checker, compactly (src/spf/cache.rs): the resolver's own
@@ -439,11 +449,13 @@ fn one_line(header: &str) -> String {
     line
 }
 
-/// The process resolver and the answer caches, as seen by the evaluation.
+/// The process resolver and the answer caches, as seen by the evaluation of one identity.
 struct Resolver<'a> {
     dns: &'a TokioResolver,
     udp: &'a udp::UdpTransport,
     caches: &'a RefCell<Caches>,
+    /// The identity's deadline: queries are sent again until then, not after.
+    deadline: tokio::time::Instant,
 }
 
 impl Resolver<'_> {
@@ -477,16 +489,16 @@ impl Resolver<'_> {
             return (Answer::Void, None);
         };
         if self.udp.usable() {
-            match self.udp.query(&query, record_type).await {
-                udp::Reply::Answer(message) => return from_message(&message, extract),
+            match self.udp.query(&query, record_type, self.deadline).await {
+                udp::Reply::Answer(message) => return from_message(&query, &message, extract),
                 udp::Reply::Failed(error) => return (Answer::Failed(error), None),
                 // Too big for a datagram: the resolver asks again and falls back to TCP.
                 udp::Reply::Truncated => {}
             }
         }
-        match self.dns.lookup(query, record_type).await {
+        match self.dns.lookup(query.clone(), record_type).await {
             Ok(lookup) => (
-                found_or_void(lookup.answers(), extract),
+                found_or_void(&query, lookup.answers(), extract),
                 Some(lookup.valid_until()),
             ),
             Err(NetError::Dns(DnsError::NoRecordsFound(none))) => (
@@ -500,10 +512,19 @@ impl Resolver<'_> {
     }
 }
 
-/// The records of the wanted type among `records`: Found, or Void when there is none.
-fn found_or_void<T>(records: &[Record], extract: impl Fn(&RData) -> Option<T>) -> Answer<T> {
+/// The records of the wanted type owned by `name` or, when `name` is an alias, by the end of
+/// its CNAME chain: Found, or Void when there is none. Records of any other owner are not
+/// the answer to the question, whatever their type: a server or forger that slips them in
+/// is ignored.
+fn found_or_void<T>(
+    name: &Name,
+    records: &[Record],
+    extract: impl Fn(&RData) -> Option<T>,
+) -> Answer<T> {
+    let owner = chain_end(name, records);
     let found: Vec<T> = records
         .iter()
+        .filter(|record| record.name == *owner)
         .filter_map(|record| extract(&record.data))
         .collect();
     if found.is_empty() {
@@ -513,14 +534,33 @@ fn found_or_void<T>(records: &[Record], extract: impl Fn(&RData) -> Option<T>) -
     }
 }
 
+/// The name the CNAME chain of `records` leads to from `name` (`name` itself without one).
+/// Names compare without regard to case; a loop ends after as many steps as there are
+/// records.
+fn chain_end<'a>(name: &'a Name, records: &'a [Record]) -> &'a Name {
+    let mut owner = name;
+    for _ in 0..records.len() {
+        let next = records.iter().find_map(|record| match &record.data {
+            RData::CNAME(target) if record.name == *owner => Some(&target.0),
+            _ => None,
+        });
+        match next {
+            Some(target) => owner = target,
+            None => break,
+        }
+    }
+    owner
+}
+
 /// The answer in a response (NOERROR or NXDOMAIN) and until when it may be kept: the
 /// smallest TTL of the answer section, or for a void answer the negative TTL of the SOA in
 /// the authority section (RFC 2308 §5; none without an SOA), as the resolver reckons them.
 fn from_message<T>(
+    name: &Name,
     message: &Message,
     extract: impl Fn(&RData) -> Option<T>,
 ) -> (Answer<T>, Option<Instant>) {
-    let answer = found_or_void(&message.answers, extract);
+    let answer = found_or_void(name, &message.answers, extract);
     let ttl = match answer {
         Answer::Void => message
             .authorities
@@ -778,6 +818,42 @@ mod tests {
         assert_eq!(
             reverse_name("2001:db8::cb01".parse().unwrap()),
             "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+    }
+
+    #[test]
+    fn only_the_end_of_the_cname_chain_answers() {
+        use mail_auth::hickory_resolver::proto::rr::rdata::{A, CNAME};
+        let name = |text: &str| Name::from_labels(text.split('.').map(str::as_bytes)).unwrap();
+        let cname = |from: &str, to: &str| {
+            Record::from_rdata(name(from), 60, RData::CNAME(CNAME(name(to))))
+        };
+        let a = |owner: &str, last: u8| {
+            Record::from_rdata(name(owner), 60, RData::A(A::new(192, 0, 2, last)))
+        };
+        let extract = |data: &RData| match data {
+            RData::A(a) => Some(a.0.octets()[3]),
+            _ => None,
+        };
+        let records = [
+            a("other.example", 1),
+            cname("Alias.Example", "mid.example"),
+            a("mid.example", 2),
+            cname("MID.example", "end.example"),
+            a("END.example", 3),
+        ];
+        let answer = found_or_void(&name("alias.example"), &records, extract);
+        assert_eq!(answer, Answer::Found(vec![3]));
+        let direct = found_or_void(&name("other.example"), &records, extract);
+        assert_eq!(direct, Answer::Found(vec![1]));
+        // A loop ends; its names own no A record here.
+        let looped = [
+            cname("x.example", "y.example"),
+            cname("y.example", "x.example"),
+        ];
+        assert_eq!(
+            found_or_void(&name("x.example"), &looped, extract),
+            Answer::Void
         );
     }
 

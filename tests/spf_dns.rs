@@ -1,5 +1,7 @@
-//! SpfChecker against the loopback DNS server: exact results, headers and queries.
+//! SpfChecker against the loopback DNS server: exact results, headers and queries; and the
+//! DNS client's defences and retransmissions, through the binary where configured.
 
+mod common;
 mod support;
 
 use std::net::IpAddr;
@@ -10,15 +12,19 @@ use support::dns::{DnsServer, Zone};
 
 const HOST: &str = "mx.example.org";
 
-fn checker(server: &DnsServer, header: HeaderKind, timeout: Duration) -> SpfChecker {
-    SpfChecker::new(SpfSettings {
+fn settings(server: &DnsServer, header: HeaderKind, timeout: Duration) -> SpfSettings {
+    SpfSettings {
         dns_server: Some(server.addr()),
+        dns_retransmit: Duration::from_millis(400),
         timeout,
         header,
         authserv_id: HOST.to_string(),
         hostname: HOST.to_string(),
-    })
-    .unwrap()
+    }
+}
+
+fn checker(server: &DnsServer, header: HeaderKind, timeout: Duration) -> SpfChecker {
+    SpfChecker::new(settings(server, header, timeout)).unwrap()
 }
 
 fn received_spf(server: &DnsServer) -> SpfChecker {
@@ -397,10 +403,10 @@ fn an_answer_bigger_than_the_size_offered_is_read_whole() {
     assert_eq!(server.tcp_queries(), 0);
 }
 
-/// Queries go out from a kept socket, which is replaced after 64 queries: the source port
-/// stays for a while, then changes.
+/// Every query goes out from a socket of its own, so from a port the system drew at
+/// random for it (RFC 5452 §9.2): of 70 queries, no more than a chance few share a port.
 #[test]
-fn the_query_socket_is_kept_then_replaced() {
+fn every_query_goes_out_from_a_fresh_port() {
     let server = DnsServer::start(zone());
     let spf = received_spf(&server);
     for n in 0..70 {
@@ -411,7 +417,241 @@ fn the_query_socket_is_kept_then_replaced() {
     }
     let ports: Vec<u16> = server.query_log().iter().map(|q| q.port).collect();
     assert_eq!(ports.len(), 70);
-    assert!(ports[..64].iter().all(|&p| p == ports[0]), "{ports:?}");
-    assert!(ports[64..].iter().all(|&p| p == ports[64]), "{ports:?}");
-    assert_ne!(ports[0], ports[64]);
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    // Two draws of some 28,000 ephemeral ports meet about once in 400 pairs: 70 queries
+    // give about 0.1 coincidences; 6 or more would take odds of about 1 in 10^12.
+    assert!(distinct.len() >= 65, "{ports:?}");
+}
+
+/// Names go out in a random case ("0x20", RFC 5452 §9.1): the same name, asked 8 times,
+/// comes in at least two spellings, and not only in lower case.
+#[test]
+fn queries_are_sent_in_random_case() {
+    let name = "mixed-case-letters.example.com";
+    let server = DnsServer::start(Zone::new().txt(name, "v=spf1 -all"));
+    let spf = received_spf(&server);
+    for _ in 0..8 {
+        let outcome = spf.check_mail_from(ip("192.0.2.1"), "h.example.net", &format!("a@{name}"));
+        assert_eq!(outcome.result, SpfResult::Fail);
+    }
+    let spellings: Vec<String> = server.query_log().into_iter().map(|q| q.raw_name).collect();
+    assert_eq!(spellings.len(), 8);
+    assert!(
+        spellings.iter().all(|s| s.eq_ignore_ascii_case(name)),
+        "{spellings:?}"
+    );
+    let distinct: std::collections::BTreeSet<&String> = spellings.iter().collect();
+    assert!(distinct.len() >= 2, "{spellings:?}");
+    assert!(spellings.iter().any(|s| s != name), "{spellings:?}");
+}
+
+/// An answer whose question does not repeat the case the name was sent in is not the
+/// answer (a forger who guessed ID and port must also guess the case): it is dropped, the
+/// query is sent again after 400 ms, and at the 1 s deadline the result is temperror.
+/// Taken, the answer would give pass.
+#[test]
+fn an_answer_with_the_question_in_another_case_is_not_taken() {
+    let name = "lower-case-echo.example.com";
+    let zone = Zone::new().txt(name, "v=spf1 +all").lowercase_question();
+    let server = DnsServer::start(zone);
+    let timeout = Duration::from_millis(1000);
+    let spf = checker(&server, HeaderKind::ReceivedSpf, timeout);
+    let started = Instant::now();
+    let outcome = spf.check_mail_from(ip("192.0.2.1"), "h.example.net", &format!("a@{name}"));
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.result, SpfResult::TempError);
+    assert!(
+        elapsed >= timeout - Duration::from_millis(10)
+            && elapsed <= timeout + Duration::from_millis(250),
+        "took {elapsed:?}"
+    );
+    // Sent at 0 and 400 ms; the next would be due at 1200 ms, after the deadline.
+    assert_eq!(
+        server.described_queries(),
+        [format!("TXT {name}"), format!("TXT {name}")]
+    );
+}
+
+/// A path that loses the first copy of every query costs one retransmission interval
+/// (400 ms by default) per lookup, not a large share of the deadline (5 s here).
+#[test]
+fn a_lost_query_is_sent_again_after_the_retransmission_interval() {
+    let server = DnsServer::start(zone().drop_first());
+    let spf = received_spf(&server);
+    let started = Instant::now();
+    let outcome = spf.check_mail_from(ip("192.0.2.10"), "mail.example.com", "alice@example.com");
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+    assert_eq!(
+        server.described_queries(),
+        ["TXT example.com", "TXT example.com"]
+    );
+    let log = server.query_log();
+    assert_ne!(log[0].port, log[1].port);
+    // A shorter interval is taken as configured: four lookups, each lost once.
+    let server = DnsServer::start(zone().drop_first());
+    let mut fast = settings(&server, HeaderKind::ReceivedSpf, Duration::from_secs(5));
+    fast.dns_retransmit = Duration::from_millis(100);
+    let spf = SpfChecker::new(fast).unwrap();
+    let started = Instant::now();
+    let outcome = spf.check_mail_from(ip("198.51.100.7"), "relay.example.com", "bob@example.com");
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.result, SpfResult::Pass);
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+    assert_eq!(
+        server.described_queries(),
+        [
+            "TXT example.com",
+            "TXT example.com",
+            "TXT _spf.example.com",
+            "TXT _spf.example.com",
+            "TXT _spf2.example.com",
+            "TXT _spf2.example.com",
+            "A relay.example.com",
+            "A relay.example.com",
+        ]
+    );
+}
+
+/// A server (or forger) that slips records of another owner into an answer: they are not
+/// the answer to the question and change nothing. Used, they would give pass.
+#[test]
+fn records_of_another_owner_are_not_used() {
+    let zone = Zone::new()
+        .txt("own.example.com", "v=spf1 -all")
+        .foreign_txt("own.example.com", "attacker.example.net", "v=spf1 +all")
+        .foreign_txt(
+            "norecord.example.com",
+            "attacker.example.net",
+            "v=spf1 +all",
+        )
+        .txt("addr.example.com", "v=spf1 a:host.example.com -all")
+        .a("host.example.com", "192.0.2.1")
+        .foreign(
+            "host.example.com",
+            "attacker.example.net",
+            support::dns::Rr::A("203.0.113.5".parse().unwrap()),
+        );
+    let server = DnsServer::start(zone);
+    let spf = received_spf(&server);
+    let client = ip("203.0.113.5");
+    let own = spf.check_mail_from(client, "h.example.net", "a@own.example.com");
+    assert_eq!((own.result, own.reason), (SpfResult::Fail, None));
+    let none = spf.check_mail_from(client, "h.example.net", "a@norecord.example.com");
+    assert_eq!(none.result, SpfResult::None);
+    let addr = spf.check_mail_from(client, "h.example.net", "a@addr.example.com");
+    assert_eq!(addr.result, SpfResult::Fail);
+    let host = spf.check_mail_from(ip("192.0.2.1"), "h.example.net", "a@addr.example.com");
+    assert_eq!(host.result, SpfResult::Pass);
+    assert_eq!(
+        server.described_queries(),
+        [
+            "TXT own.example.com",
+            "TXT norecord.example.com",
+            "TXT addr.example.com",
+            "A host.example.com",
+            "TXT addr.example.com",
+            "A host.example.com",
+        ]
+    );
+}
+
+/// An alias is followed along its CNAME chain, and only the records of the name at its end
+/// count: a TXT record the server puts in the answer as owned by a name in the middle of
+/// the chain (which, having a CNAME, can own nothing else) is ignored.
+#[test]
+fn a_cname_chain_is_followed_to_the_final_names_records_only() {
+    let zone = Zone::new()
+        .cname("alias.example.com", "mid.example.com")
+        .cname("mid.example.com", "real.example.com")
+        .txt(
+            "real.example.com",
+            "v=spf1 ip4:192.0.2.0/24 a:host.example.com -all",
+        )
+        .foreign_txt("real.example.com", "mid.example.com", "v=spf1 +all")
+        .cname("host.example.com", "box.example.com")
+        .a("box.example.com", "198.51.100.7")
+        .foreign(
+            "box.example.com",
+            "host.example.com",
+            support::dns::Rr::A("203.0.113.5".parse().unwrap()),
+        );
+    let server = DnsServer::start(zone);
+    let spf = received_spf(&server);
+    let pass = spf.check_mail_from(ip("192.0.2.10"), "h.example.net", "a@alias.example.com");
+    assert_eq!((pass.result, pass.reason), (SpfResult::Pass, None));
+    assert_eq!(server.described_queries(), ["TXT alias.example.com"]);
+    let through_a = spf.check_mail_from(ip("198.51.100.7"), "h.example.net", "a@alias.example.com");
+    assert_eq!(through_a.result, SpfResult::Pass);
+    let outside = spf.check_mail_from(ip("203.0.113.5"), "h.example.net", "a@alias.example.com");
+    assert_eq!((outside.result, outside.reason), (SpfResult::Fail, None));
+}
+
+/// Through the binary: `dns_retransmit` sets the interval after which a lost query is sent
+/// again (the default deadline, 10 s, is far away). Both identities lose their first
+/// query and the reply comes within a second, after exactly four queries.
+#[test]
+fn the_binary_sends_a_lost_query_again_after_dns_retransmit() {
+    let dns = DnsServer::start(zone().drop_first());
+    let t = common::TestDir::new("dnsloss");
+    let server = format!("dns_server={}", dns.addr());
+    let mut session = common::Session::start(&t.args(&[
+        "spf_enable=yes",
+        &server,
+        "greylist_enable=no",
+        "dns_retransmit=200ms",
+    ]));
+    let request = common::request("192.0.2.10", "alice@example.com", "r@example.org", "m1")
+        .replace("helo_name=client.example", "helo_name=h.example.net");
+    let started = Instant::now();
+    let reply = session.ask(&request);
+    let elapsed = started.elapsed();
+    assert_eq!(
+        reply,
+        "PREPEND Received-SPF: pass (mx.test: domain of alice@example.com designates \
+         192.0.2.10 as permitted sender) receiver=mx.test; client-ip=192.0.2.10; \
+         envelope-from=\"alice@example.com\"; helo=h.example.net;"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+    assert_eq!(
+        dns.described_queries(),
+        [
+            "TXT h.example.net",
+            "TXT h.example.net",
+            "TXT example.com",
+            "TXT example.com",
+        ]
+    );
+    assert_eq!(session.finish().0, 0);
+}
+
+/// A zero interval would send copies without pause: the configuration is refused.
+#[test]
+fn a_zero_dns_retransmit_is_a_configuration_error() {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "-c",
+            "/dev/null",
+            "-o",
+            "dns_retransmit=0",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "greyspf: configuration error: -o dns_retransmit=0: dns_retransmit: must be above zero\n"
+    );
 }

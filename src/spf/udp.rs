@@ -1,23 +1,37 @@
-//! The UDP fast path of SPF lookups: one query, one datagram, over a socket kept per
-//! nameserver; everything it cannot finish (a truncated answer, no UDP nameserver) goes
-//! to mail-auth's resolver.
+//! The UDP fast path of SPF lookups: one query, one datagram from a socket of its own, sent
+//! again after a short interval while no answer comes; everything it cannot finish (a
+//! truncated answer, no UDP nameserver) goes to mail-auth's resolver.
 //!
-//! Why: through the resolver every query built and dropped a socket (socket, bind, two
-//! epoll registrations, close) and a stack of futures, about 27 µs of CPU a query on the
-//! benchmark machine, two thirds of an SPF instance's time. Here a query is one send and
-//! one receive on a connected socket, and the messages are still built and read by
-//! hickory-proto.
+//! Why not the resolver: through it every query built and dropped a socket and a stack of
+//! futures, about 27 µs of CPU a query on the benchmark machine, two thirds of an SPF
+//! instance's time. Here a query costs a socket, one send and one receive, and the messages
+//! are still built and read by hickory-proto.
 //!
-//! What a stub resolver must check is checked: the answer comes from the nameserver's
-//! address and port (the socket is connected, so the kernel drops anything else), it is a
-//! response, its ID is the query's (random, 16 bits) and its question is the query's
-//! (name, case-insensitively, type and class). A datagram that fails a check is dropped and
-//! the wait goes on until the try's deadline. Because a kept socket keeps its source port,
-//! each socket is replaced after [`QUERIES_PER_SOCKET`] queries and after any error, so
-//! that its port changes as well as the ID.
+//! What a stub resolver must check against forged answers (RFC 5452) is checked: the answer
+//! comes from the nameserver's address and port (each socket is connected, so the kernel
+//! drops anything else), it is a response, its ID is the query's (random, 16 bits) and its
+//! question is the query's: type, class and the name with the random case the query was
+//! sent in ("0x20", compared case-sensitively), so that a forger must also guess a bit per
+//! letter of the name. Each try goes out from a fresh socket, so that its source port is
+//! one the system drew at random for it. A datagram that fails a check is dropped and the
+//! wait goes on.
+//!
+//! A fresh socket costs a few system calls (socket, bind, connect, close): about 8 µs of
+//! CPU a query on a loaded benchmark machine. So that it costs no more, the query is sent
+//! and its answer first looked for on the plain socket; only when nothing has come yet is
+//! the socket handed to the runtime's reactor to wait on (a new socket, unlike a kept one,
+//! would otherwise first wait for the reactor to report it writable, then readable).
+//!
+//! Retransmission: a lost datagram must not cost seconds. The first copy waits
+//! `retransmit`, each next one twice as long as the one before, taking the nameservers in
+//! turn, until the deadline the caller gives (the identity's). Earlier tries keep listening:
+//! a late answer to any of them is as good as the newest's.
 
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::future::poll_fn;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::task::Poll;
 use std::time::Duration;
 
 use mail_auth::hickory_resolver::config::{ProtocolConfig, ResolverConfig};
@@ -25,10 +39,8 @@ use mail_auth::hickory_resolver::proto::op::{
     Edns, Message, MessageType, OpCode, Query, ResponseCode,
 };
 use mail_auth::hickory_resolver::proto::rr::{DNSClass, Name, RecordType};
-use tokio::net::UdpSocket;
-
-/// Queries sent from one socket (one source port) before it is replaced.
-pub const QUERIES_PER_SOCKET: u32 = 64;
+use tokio::io::ReadBuf;
+use tokio::time::Instant;
 
 /// The EDNS UDP payload size advertised (the DNS flag day 2020 value): large enough for
 /// nearly every SPF record, small enough to avoid IP fragmentation.
@@ -44,33 +56,87 @@ pub enum Reply {
     Answer(Message),
     /// The answer did not fit: ask again over TCP (the resolver does).
     Truncated,
-    /// No usable answer from any nameserver within the tries.
+    /// No usable answer from any nameserver before the deadline.
     Failed(String),
 }
 
-/// A socket with the number of queries it has sent.
-struct Kept {
-    socket: UdpSocket,
-    sent: u32,
+/// One copy of a query in flight: its socket, and what its answer must repeat.
+struct Try {
+    server: usize,
+    socket: Socket,
+    id: u16,
+    /// The name as sent, in its random case.
+    name: Name,
 }
 
-/// The nameservers' UDP addresses and a kept socket for each.
+/// A try's socket: read directly, and handed to the reactor only once there is a wait.
+enum Socket {
+    Plain(UdpSocket),
+    Watched(tokio::net::UdpSocket),
+}
+
+impl Socket {
+    /// The socket, registered with the reactor.
+    fn watched(self) -> std::io::Result<Socket> {
+        match self {
+            Socket::Plain(socket) => tokio::net::UdpSocket::from_std(socket).map(Socket::Watched),
+            watched => Ok(watched),
+        }
+    }
+}
+
+/// The nameservers' UDP addresses and the retransmission interval.
 pub struct UdpTransport {
     servers: Vec<SocketAddr>,
-    /// How long one try waits for its answer.
-    timeout: Duration,
-    /// Rounds over all nameservers.
-    rounds: usize,
-    sockets: RefCell<Vec<Option<Kept>>>,
+    /// How long the first copy of a query waits for its answer before the next is sent.
+    retransmit: Duration,
     /// Where answers are received: as large as a datagram can be, so that an answer bigger
     /// than the size offered (a server may ignore it) is read whole rather than cut.
     buffer: RefCell<Vec<u8>>,
 }
 
+/// Where one query stands: the copies in flight, the nameservers that answered with an
+/// error, and when the next copy is due.
+struct Exchange {
+    tries: Vec<Try>,
+    /// Per nameserver: it answered with an error or refused the datagram.
+    failed: Vec<bool>,
+    /// Copies sent so far.
+    sent: usize,
+    /// The nameserver whose turn it is.
+    turn: usize,
+    next_send: Instant,
+    interval: Duration,
+    last_error: String,
+}
+
+impl Exchange {
+    fn too_late(&self) -> Reply {
+        Reply::Failed(format!(
+            "no answer to {} queries within the deadline ({})",
+            self.sent, self.last_error
+        ))
+    }
+
+    /// Hands the tries' sockets to the reactor to wait on; a try whose socket cannot be
+    /// registered is given up.
+    fn watch_all(&mut self) {
+        let tries = std::mem::take(&mut self.tries);
+        for mut attempt in tries {
+            match attempt.socket.watched() {
+                Ok(socket) => {
+                    attempt.socket = socket;
+                    self.tries.push(attempt);
+                }
+                Err(e) => self.last_error = format!("cannot wait for an answer: {e}"),
+            }
+        }
+    }
+}
+
 impl UdpTransport {
-    /// The UDP nameservers of `config`, in order. `attempts` counts retries after the first
-    /// round, as the resolver's option of that name does.
-    pub fn new(config: &ResolverConfig, timeout: Duration, attempts: usize) -> UdpTransport {
+    /// The UDP nameservers of `config`, in order.
+    pub fn new(config: &ResolverConfig, retransmit: Duration) -> UdpTransport {
         let servers: Vec<SocketAddr> = config
             .name_servers()
             .iter()
@@ -83,10 +149,9 @@ impl UdpTransport {
             })
             .collect();
         UdpTransport {
-            sockets: RefCell::new(servers.iter().map(|_| None).collect()),
             servers,
-            timeout,
-            rounds: attempts + 1,
+            // Zero would send a copy on every turn of the loop.
+            retransmit: retransmit.max(Duration::from_millis(1)),
             buffer: RefCell::new(Vec::new()),
         }
     }
@@ -96,100 +161,204 @@ impl UdpTransport {
         !self.servers.is_empty()
     }
 
-    /// Asks each nameserver in turn, for `rounds` rounds, until one gives an answer.
-    pub async fn query(&self, name: &Name, record_type: RecordType) -> Reply {
-        let mut last_error = String::from("no nameserver to ask");
-        for _ in 0..self.rounds {
-            for index in 0..self.servers.len() {
-                match self.try_one(index, name, record_type).await {
-                    Ok(reply) => return reply,
-                    Err(error) => last_error = error,
-                }
-            }
-        }
-        Reply::Failed(last_error)
-    }
-
-    /// One query to one nameserver. Err: try the next one.
-    async fn try_one(
-        &self,
-        index: usize,
-        name: &Name,
-        record_type: RecordType,
-    ) -> Result<Reply, String> {
-        let server = self.servers[index];
-        // Taken out while in use: the slot is never borrowed across an await.
-        let kept = self.sockets.borrow_mut()[index].take();
-        let mut kept = match kept {
-            Some(kept) if kept.sent < QUERIES_PER_SOCKET => kept,
-            _ => Kept {
-                socket: open(server)
-                    .map_err(|e| format!("cannot open a UDP socket to {server}: {e}"))?,
-                sent: 0,
-            },
-        };
-        let query = build_query(name, record_type);
-        let id = query.metadata.id;
-        let bytes = query
-            .to_vec()
-            .map_err(|e| format!("cannot encode the query for {name}: {e}"))?;
-        kept.sent += 1;
-        if let Err(e) = kept.socket.send(&bytes).await {
-            // The socket is dropped: the next query opens another.
-            return Err(format!("sending to {server}: {e}"));
-        }
-        // Taken out while in use, like the socket; allocated once, on the first query.
+    /// Asks the nameservers for `name` until one answers or `deadline` passes.
+    pub async fn query(&self, name: &Name, record_type: RecordType, deadline: Instant) -> Reply {
+        // Taken out while in use: never borrowed across an await. Allocated on first use.
         let mut buffer = std::mem::take(&mut *self.buffer.borrow_mut());
         if buffer.is_empty() {
             // calloc: pages the answers never reach stay untouched and out of the RSS.
             buffer = vec![0; MAX_DATAGRAM];
         }
         let reply = self
-            .receive(server, &mut kept, &mut buffer, id, name, record_type)
+            .exchange(name, record_type, deadline, &mut buffer)
             .await;
         *self.buffer.borrow_mut() = buffer;
-        if reply.is_ok() {
-            self.sockets.borrow_mut()[index] = Some(kept);
-        }
         reply
     }
 
-    /// Waits for the answer to query `id`, dropping datagrams that are not it.
-    async fn receive(
+    async fn exchange(
         &self,
-        server: SocketAddr,
-        kept: &mut Kept,
-        buffer: &mut [u8],
-        id: u16,
         name: &Name,
         record_type: RecordType,
-    ) -> Result<Reply, String> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        deadline: Instant,
+        buffer: &mut [u8],
+    ) -> Reply {
+        let mut state = Exchange {
+            tries: Vec::new(),
+            failed: vec![false; self.servers.len()],
+            sent: 0,
+            turn: 0,
+            next_send: Instant::now(),
+            interval: self.retransmit,
+            last_error: String::from("no nameserver to ask"),
+        };
         loop {
-            let received = match tokio::time::timeout_at(deadline, kept.socket.recv(buffer)).await {
-                Err(_) => {
-                    // An answer may still arrive late on this socket and would be taken
-                    // for the next query's, were it not for the ID: start afresh.
-                    return Err(format!("no answer from {server} within {:?}", self.timeout));
+            if state.failed.iter().all(|&failed| failed) {
+                return Reply::Failed(state.last_error);
+            }
+            let now = Instant::now();
+            // Checked here too: a stream of datagrams that fail the checks is read without
+            // a wait, where the timeout below would never fire.
+            if now >= deadline {
+                return state.too_late();
+            }
+            if now >= state.next_send {
+                self.send_next(&mut state, name, record_type);
+                continue;
+            }
+            // What has come already is read without the reactor.
+            if let Some((index, received)) = read_any(&state.tries, buffer) {
+                let received = received.map(|length| &buffer[..length]);
+                if let Some(reply) = self.take(&mut state, index, received, record_type) {
+                    return reply;
                 }
-                Ok(Err(e)) => return Err(format!("receiving from {server}: {e}")),
-                Ok(Ok(length)) => &buffer[..length],
-            };
-            let Ok(response) = Message::from_vec(received) else {
-                continue;
-            };
-            if !answers(&response, id, name, record_type) {
                 continue;
             }
-            if response.metadata.truncation {
-                return Ok(Reply::Truncated);
-            }
-            return match response.metadata.response_code {
-                ResponseCode::NoError | ResponseCode::NXDomain => Ok(Reply::Answer(response)),
-                code => Err(format!("{server} answered {code}")),
+            state.watch_all();
+            let until = state.next_send.min(deadline);
+            let Ok((index, received)) =
+                tokio::time::timeout_at(until, receive_any(&state.tries, buffer)).await
+            else {
+                if until == deadline {
+                    return state.too_late();
+                }
+                continue;
             };
+            let received = received.map(|length| &buffer[..length]);
+            if let Some(reply) = self.take(&mut state, index, received, record_type) {
+                return reply;
+            }
         }
     }
+
+    /// What a datagram (or a receive error) on try `index` means: the reply, or None to
+    /// wait on.
+    fn take(
+        &self,
+        state: &mut Exchange,
+        index: usize,
+        received: std::io::Result<&[u8]>,
+        record_type: RecordType,
+    ) -> Option<Reply> {
+        let attempt = &state.tries[index];
+        let server = self.servers[attempt.server];
+        let error = match received {
+            // Mostly an ICMP port unreachable, reported on the connected socket.
+            Err(e) => format!("receiving from {server}: {e}"),
+            Ok(datagram) => {
+                let response = Message::from_vec(datagram).ok()?;
+                if !answers(&response, attempt.id, &attempt.name, record_type) {
+                    return None;
+                }
+                if response.metadata.truncation {
+                    return Some(Reply::Truncated);
+                }
+                match response.metadata.response_code {
+                    ResponseCode::NoError | ResponseCode::NXDomain => {
+                        return Some(Reply::Answer(response));
+                    }
+                    code => format!("{server} answered {code}"),
+                }
+            }
+        };
+        // This nameserver will not do: the next is asked at once, if there is one.
+        state.failed[attempt.server] = true;
+        state.last_error = error;
+        state.tries.swap_remove(index);
+        state.next_send = Instant::now();
+        None
+    }
+
+    /// Sends the next copy of the query, to the next nameserver that has not failed, and
+    /// sets when the one after is due.
+    fn send_next(&self, state: &mut Exchange, name: &Name, record_type: RecordType) {
+        let count = self.servers.len();
+        let Some(index) = (0..count)
+            .map(|step| (state.turn + step) % count)
+            .find(|&index| !state.failed[index])
+        else {
+            return;
+        };
+        state.turn = index + 1;
+        let now = Instant::now();
+        match send(self.servers[index], index, name, record_type) {
+            Ok(attempt) => {
+                state.sent += 1;
+                state.tries.push(attempt);
+                state.next_send = now + state.interval;
+                state.interval = state.interval.saturating_mul(2);
+            }
+            Err(error) => {
+                // Unreachable now: the next nameserver is asked at once.
+                state.failed[index] = true;
+                state.last_error = error;
+            }
+        }
+    }
+}
+
+/// Sends one copy of the query for `name`, in a random case, with a random ID, from a fresh
+/// socket connected to `server` (nameserver number `index`).
+fn send(
+    server: SocketAddr,
+    index: usize,
+    name: &Name,
+    record_type: RecordType,
+) -> Result<Try, String> {
+    let socket = open(server).map_err(|e| format!("cannot open a UDP socket to {server}: {e}"))?;
+    let mut name = name.clone();
+    name.randomize_label_case();
+    let query = build_query(&name, record_type);
+    let id = query.metadata.id;
+    let bytes = query
+        .to_vec()
+        .map_err(|e| format!("cannot encode the query for {name}: {e}"))?;
+    // A fresh socket's send buffer is empty: a datagram this small does not wait.
+    socket
+        .send(&bytes)
+        .map_err(|e| format!("sending to {server}: {e}"))?;
+    Ok(Try {
+        server: index,
+        socket: Socket::Plain(socket),
+        id,
+        name,
+    })
+}
+
+/// The first datagram (or receive error) already there on a plain socket of `tries`, read
+/// directly: the try's index and the length received into `buffer`; None when nothing has
+/// come.
+fn read_any(tries: &[Try], buffer: &mut [u8]) -> Option<(usize, std::io::Result<usize>)> {
+    tries
+        .iter()
+        .enumerate()
+        .find_map(|(index, attempt)| match &attempt.socket {
+            Socket::Plain(socket) => match socket.recv(buffer) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+                received => Some((index, received)),
+            },
+            Socket::Watched(_) => None,
+        })
+}
+
+/// The first datagram (or receive error) the reactor reports on a watched socket of
+/// `tries`: the try's index and the length received into `buffer`. Never ready without one.
+async fn receive_any(tries: &[Try], buffer: &mut [u8]) -> (usize, std::io::Result<usize>) {
+    poll_fn(|context| {
+        for (index, attempt) in tries.iter().enumerate() {
+            let Socket::Watched(socket) = &attempt.socket else {
+                continue;
+            };
+            let mut read = ReadBuf::new(buffer);
+            match socket.poll_recv(context, &mut read) {
+                Poll::Ready(Ok(())) => return Poll::Ready((index, Ok(read.filled().len()))),
+                Poll::Ready(Err(e)) => return Poll::Ready((index, Err(e))),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A non-blocking UDP socket connected to `server`, from an ephemeral port the system
@@ -199,10 +368,10 @@ fn open(server: SocketAddr) -> std::io::Result<UdpSocket> {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket = std::net::UdpSocket::bind(local)?;
+    let socket = UdpSocket::bind(local)?;
     socket.connect(server)?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    Ok(socket)
 }
 
 /// A recursive query for `name`, with a random ID and EDNS.
@@ -216,13 +385,14 @@ pub fn build_query(name: &Name, record_type: RecordType) -> Message {
     message
 }
 
-/// Whether `response` is the answer to the query with `id` for `name` and `record_type`.
+/// Whether `response` is the answer to the query with `id` for `name` (as sent: its case
+/// must come back unchanged) and `record_type`.
 pub fn answers(response: &Message, id: u16, name: &Name, record_type: RecordType) -> bool {
     response.metadata.id == id
         && response.metadata.message_type == MessageType::Response
         && response.metadata.op_code == OpCode::Query
         && matches!(response.queries.as_slice(), [question]
-            if question.name() == name
+            if question.name().eq_case(name)
                 && question.query_type() == record_type
                 && question.query_class() == DNSClass::IN)
 }
@@ -253,7 +423,9 @@ mod tests {
         let query = build_query(&name("example.org"), RecordType::A);
         let id = query.metadata.id;
         let good = response_to(&query);
-        assert!(answers(&good, id, &name("EXAMPLE.org"), RecordType::A));
+        assert!(answers(&good, id, &name("example.org"), RecordType::A));
+        // The case the name was sent in must come back (0x20).
+        assert!(!answers(&good, id, &name("EXAMPLE.org"), RecordType::A));
         assert!(!answers(
             &good,
             id.wrapping_add(1),
@@ -294,7 +466,7 @@ mod tests {
         }
         let second = NameServerConfig::udp_and_tcp("2001:db8::53".parse().unwrap());
         let config = ResolverConfig::from_name_servers(vec![first, second]);
-        let transport = UdpTransport::new(&config, Duration::from_secs(1), 1);
+        let transport = UdpTransport::new(&config, Duration::from_millis(400));
         assert_eq!(
             transport.servers,
             vec![
@@ -302,7 +474,145 @@ mod tests {
                 "[2001:db8::53]:53".parse().unwrap()
             ]
         );
-        assert_eq!(transport.rounds, 2);
+        assert_eq!(transport.retransmit, Duration::from_millis(400));
         assert!(transport.usable());
+    }
+
+    /// A nameserver on loopback for these tests: it logs the queries it receives, and
+    /// answers them with `rcode` (or not at all), the question echoed as received.
+    struct Server {
+        addr: SocketAddr,
+        seen: Seen,
+    }
+
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, Name)>>>;
+
+    impl Server {
+        fn start(rcode: Option<ResponseCode>) -> Server {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let addr = socket.local_addr().unwrap();
+            let seen = Seen::default();
+            let log = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 512];
+                while let Ok((length, peer)) = socket.recv_from(&mut buffer) {
+                    let query = Message::from_vec(&buffer[..length]).unwrap();
+                    let name = query.queries[0].name().clone();
+                    log.lock().unwrap().push((std::time::Instant::now(), name));
+                    if let Some(rcode) = rcode {
+                        let mut response = response_to(&query);
+                        response.metadata.response_code = rcode;
+                        socket.send_to(&response.to_vec().unwrap(), peer).unwrap();
+                    }
+                }
+            });
+            Server { addr, seen }
+        }
+
+        fn queries(&self) -> Vec<(std::time::Instant, Name)> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    fn transport(servers: &[&Server], retransmit: Duration) -> UdpTransport {
+        use mail_auth::hickory_resolver::config::NameServerConfig;
+        let configs = servers
+            .iter()
+            .map(|server| {
+                let mut config = NameServerConfig::udp_and_tcp(server.addr.ip());
+                for connection in &mut config.connections {
+                    connection.port = server.addr.port();
+                }
+                config
+            })
+            .collect();
+        UdpTransport::new(&ResolverConfig::from_name_servers(configs), retransmit)
+    }
+
+    fn ask(transport: &UdpTransport, within: Duration) -> Reply {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let deadline = Instant::now() + within;
+            transport
+                .query(&name("example.org"), RecordType::A, deadline)
+                .await
+        })
+    }
+
+    #[test]
+    fn a_query_is_sent_again_to_the_next_nameserver() {
+        let silent = Server::start(None);
+        let answering = Server::start(Some(ResponseCode::NoError));
+        let transport = transport(&[&silent, &answering], Duration::from_millis(50));
+        let reply = ask(&transport, Duration::from_secs(2));
+        assert!(matches!(reply, Reply::Answer(_)), "{reply:?}");
+        let (first, second) = (silent.queries(), answering.queries());
+        assert_eq!((first.len(), second.len()), (1, 1));
+        let waited = second[0].0 - first[0].0;
+        assert!(
+            waited >= Duration::from_millis(40) && waited < Duration::from_millis(500),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn an_error_answer_sends_the_query_to_the_next_nameserver_at_once() {
+        let failing = Server::start(Some(ResponseCode::ServFail));
+        let answering = Server::start(Some(ResponseCode::NXDomain));
+        let transport = transport(&[&failing, &answering], Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        let reply = ask(&transport, Duration::from_secs(2));
+        assert!(matches!(reply, Reply::Answer(_)), "{reply:?}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!((failing.queries().len(), answering.queries().len()), (1, 1));
+        // When every nameserver failed, the query fails at once.
+        let transport = self::transport(&[&failing], Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        let reply = ask(&transport, Duration::from_secs(2));
+        assert!(
+            matches!(&reply, Reply::Failed(e) if e.ends_with("answered Server Failure")),
+            "{reply:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn copies_wait_twice_as_long_each_time_until_the_deadline() {
+        let first = Server::start(None);
+        let second = Server::start(None);
+        let transport = transport(&[&first, &second], Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let reply = ask(&transport, Duration::from_millis(500));
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(&reply, Reply::Failed(e) if e.starts_with("no answer to 4 queries")),
+            "{reply:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(800),
+            "{elapsed:?}"
+        );
+        // Sent at 0, 50, 150 and 350 ms, in turn; each in a case of its own draw.
+        let (a, b) = (first.queries(), second.queries());
+        assert_eq!((a.len(), b.len()), (2, 2));
+        let gaps = [b[0].0 - a[0].0, a[1].0 - b[0].0, b[1].0 - a[1].0];
+        // Seen at the server, whose thread may take a few ms to get to a datagram.
+        for (gap, want) in gaps.iter().zip([50, 100, 200]) {
+            let want = Duration::from_millis(want);
+            assert!(
+                *gap + Duration::from_millis(10) >= want
+                    && *gap < want + Duration::from_millis(100),
+                "{gaps:?}"
+            );
+        }
+        for (_, sent) in a.iter().chain(&b) {
+            assert_eq!(sent, &name("example.org"));
+        }
     }
 }

@@ -9,6 +9,10 @@
 //! NODATA, any other unknown name NXDOMAIN. CNAME chains inside the zone are followed.
 //! An answer too big for the client's UDP size is sent truncated (TC), and the same port
 //! serves TCP, where answers are never truncated ([`DnsServer::tcp_queries`] counts them).
+//!
+//! Misbehaviours a client must survive can be switched on: records of another owner slipped
+//! into an answer ([`Zone::foreign`]), the first copy of each UDP query lost
+//! ([`Zone::drop_first`]), the question echoed lower-cased ([`Zone::lowercase_question`]).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -50,6 +54,9 @@ pub enum Rr {
     Timeout,
     /// Queries for this name are answered SERVFAIL.
     ServFail,
+    /// A record owned by another name, put into the answers of this name's queries as an
+    /// off-path attacker or a broken server might: a client must not use it.
+    Foreign(String, Box<Rr>),
 }
 
 impl Rr {
@@ -62,6 +69,7 @@ impl Rr {
             Rr::Ptr(_) => Some(TYPE_PTR),
             Rr::Cname(_) => Some(TYPE_CNAME),
             Rr::Timeout | Rr::ServFail => None,
+            Rr::Foreign(_, rr) => rr.rtype(),
         }
     }
 }
@@ -76,6 +84,11 @@ pub struct Zone {
     negative_ttl: Option<u32>,
     /// When set, UDP answers are sent whole whatever size the client offered.
     ignore_udp_size: bool,
+    /// When set, the first UDP copy of each query (by name in any case, and type) is logged
+    /// and not answered.
+    drop_first: bool,
+    /// When set, the question is echoed lower-cased whatever case the query used.
+    lowercase_question: bool,
 }
 
 impl Zone {
@@ -101,6 +114,32 @@ impl Zone {
     pub fn ignore_udp_size(mut self) -> Self {
         self.ignore_udp_size = true;
         self
+    }
+
+    /// Behaves like a path that loses the first copy of each query: the query is logged
+    /// and not answered; the next copy of the same name and type (in any case, from any
+    /// port, with any ID) is answered.
+    pub fn drop_first(mut self) -> Self {
+        self.drop_first = true;
+        self
+    }
+
+    /// Echoes the question lower-cased, as a server that ignores the case of the query
+    /// (or a forger who guessed the name but not its 0x20 case) would.
+    pub fn lowercase_question(mut self) -> Self {
+        self.lowercase_question = true;
+        self
+    }
+
+    /// Answers for `name` also carry a TXT record with `text` owned by `owner`.
+    pub fn foreign_txt(self, name: &str, owner: &str, text: &str) -> Self {
+        let strings = text.as_bytes().chunks(255).map(<[u8]>::to_vec).collect();
+        self.foreign(name, owner, Rr::Txt(strings))
+    }
+
+    /// Answers for `name` of the type of `rr` also carry `rr` as owned by `owner`.
+    pub fn foreign(self, name: &str, owner: &str, rr: Rr) -> Self {
+        self.add(name, Rr::Foreign(normalize(owner), Box::new(rr)))
     }
 
     pub fn add(mut self, name: &str, rr: Rr) -> Self {
@@ -177,6 +216,8 @@ impl Zone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     pub name: String,
+    /// The name in the case it was sent (RFC 5452 §9.1, "0x20" case).
+    pub raw_name: String,
     pub qtype: u16,
     /// The client's source port.
     pub port: u16,
@@ -312,15 +353,29 @@ impl Drop for DnsServer {
 }
 
 impl Shared {
-    fn record(&self, query: &ParsedQuery, port: u16) {
-        self.log
+    /// Logs the query; with `drop_first`, true when it is the first of its name and type.
+    fn record(&self, query: &ParsedQuery, port: u16) -> bool {
+        let drop_first = self.drops_first();
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only then is the log searched: a long test would otherwise pay for its length.
+        let first = drop_first
+            && !log
+                .iter()
+                .any(|q| q.name == query.name && q.qtype == query.qtype);
+        log.push(Query {
+            name: query.name.clone(),
+            raw_name: query.raw_name.clone(),
+            qtype: query.qtype,
+            port,
+        });
+        first
+    }
+
+    fn drops_first(&self) -> bool {
+        self.zone
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Query {
-                name: query.name.clone(),
-                qtype: query.qtype,
-                port,
-            });
+            .drop_first
     }
 
     fn respond(&self, query: &ParsedQuery) -> Option<Vec<u8>> {
@@ -337,10 +392,10 @@ fn serve(socket: &UdpSocket, shared: &Shared) {
         };
         let packet = &buffer[..len];
         let parsed = parse_query(packet);
-        if let Some(query) = &parsed {
-            shared.record(query, peer.port());
-        }
-        if !shared.answering {
+        let first = parsed
+            .as_ref()
+            .is_some_and(|query| shared.record(query, peer.port()));
+        if !shared.answering || first {
             continue;
         }
         let response = match &parsed {
@@ -399,6 +454,7 @@ struct ParsedQuery {
     /// The question section as received, echoed in the answer.
     question: Vec<u8>,
     name: String,
+    raw_name: String,
     qtype: u16,
     udp_size: usize,
 }
@@ -424,7 +480,7 @@ fn parse_query(packet: &[u8]) -> Option<ParsedQuery> {
         if len > 63 {
             return None;
         }
-        labels.push(String::from_utf8_lossy(packet.get(at..at + len)?).to_ascii_lowercase());
+        labels.push(String::from_utf8_lossy(packet.get(at..at + len)?).into_owned());
         at += len;
     }
     let qtype = word(at)?;
@@ -435,11 +491,13 @@ fn parse_query(packet: &[u8]) -> Option<ParsedQuery> {
     if additional > 0 && packet.get(at) == Some(&0) && word(at + 1) == Some(TYPE_OPT) {
         udp_size = usize::from(word(at + 3)?).max(512);
     }
+    let raw_name = labels.join(".");
     Some(ParsedQuery {
         id,
         flags,
         question,
-        name: labels.join("."),
+        name: raw_name.to_ascii_lowercase(),
+        raw_name,
         qtype,
         udp_size,
     })
@@ -493,7 +551,10 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
         if records.is_empty() && answers.is_empty() && !zone.exists(&owner) {
             rcode = RCODE_NXDOMAIN;
         }
-        answers.extend(matching.into_iter().map(|rr| (owner.clone(), rr.clone())));
+        answers.extend(matching.into_iter().map(|rr| match rr {
+            Rr::Foreign(other, rr) => (other.clone(), (**rr).clone()),
+            rr => (owner.clone(), rr.clone()),
+        }));
         break;
     }
 
@@ -509,7 +570,13 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
         .filter(|_| rcode != RCODE_SERVFAIL && answers.is_empty());
     response.extend_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     response.extend_from_slice(&[0, 0]);
-    response.extend_from_slice(&query.question);
+    let mut question = query.question.clone();
+    if zone.lowercase_question {
+        // The name only: the type and class after it are numbers.
+        let name_end = question.len() - 4;
+        question[..name_end].make_ascii_lowercase();
+    }
+    response.extend_from_slice(&question);
     for (name, rr) in &answers {
         let Some(rtype) = rr.rtype() else { continue };
         if *name == query.name {
@@ -536,7 +603,7 @@ fn respond(query: &ParsedQuery, zone: &Zone) -> Option<Vec<u8>> {
                 encode_name(&normalize(exchange), &mut data);
             }
             Rr::Ptr(target) | Rr::Cname(target) => encode_name(&normalize(target), &mut data),
-            Rr::Timeout | Rr::ServFail => {}
+            Rr::Timeout | Rr::ServFail | Rr::Foreign(..) => {}
         }
         response.extend_from_slice(&(data.len() as u16).to_be_bytes());
         response.extend_from_slice(&data);
