@@ -2,6 +2,11 @@
 # Checks that a static greyspf binary can never call into NSS.
 #
 # Usage: packaging/check-static.sh BINARY
+#        packaging/check-static.sh --self-test
+#
+# --self-test builds three small static programs with rustc and checks that this check
+# rejects the two that look up a user and a host name and accepts the third (CI runs it,
+# so that a change of tools cannot make the check pass everything).
 #
 # A static glibc program that calls an NSS function (getpwnam, getaddrinfo and friends)
 # still loads the NSS modules named in /etc/nsswitch.conf at run time, from the shared
@@ -21,8 +26,34 @@ fail() {
 	exit 1
 }
 
+# Builds the programs of --self-test and runs this check on each.
+self_test() {
+	local triple name
+	self_test_dir=$(mktemp -d)
+	local tmp=$self_test_dir
+	trap 'rm -rf "$self_test_dir"' EXIT
+	triple=$(rustc -vV | sed -n 's/^host: //p')
+	printf '%s\n' '#[allow(deprecated)]' \
+		'fn main() { println!("{:?}", std::env::home_dir()); }' >"$tmp/user.rs"
+	printf '%s\n' 'use std::net::ToSocketAddrs;' \
+		'fn main() { println!("{:?}", "localhost:25".to_socket_addrs().is_ok()); }' >"$tmp/host.rs"
+	printf '%s\n' 'fn main() { println!("{}", std::process::id()); }' >"$tmp/plain.rs"
+	for name in user host plain; do
+		rustc -O -C target-feature=+crt-static --target "$triple" -o "$tmp/$name" "$tmp/$name.rs" ||
+			fail "self-test: rustc could not build $name.rs"
+	done
+	"$0" "$tmp/user" >/dev/null 2>&1 && fail "self-test: a program calling getpwuid_r passed"
+	"$0" "$tmp/host" >/dev/null 2>&1 && fail "self-test: a program calling getaddrinfo passed"
+	"$0" "$tmp/plain" >/dev/null || fail "self-test: a program calling no NSS function failed"
+	echo "check-static: self-test passed (NSS calls found, a clean program accepted)"
+}
+
 bin=${1:-}
-[ -n "$bin" ] || fail "usage: $0 BINARY"
+[ -n "$bin" ] || fail "usage: $0 BINARY | --self-test"
+if [ "$bin" = --self-test ]; then
+	self_test
+	exit 0
+fi
 [ -f "$bin" ] || fail "no file $bin"
 command -v nm >/dev/null || fail "nm not found (binutils)"
 command -v readelf >/dev/null || fail "readelf not found (binutils)"
