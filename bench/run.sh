@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh: one command that builds greyspf, generates the request streams and prints the benchmark tables.
 #
+# The driver (bench_driver) and the do-nothing policy (null_policy) are the bench/ crate,
+# greyspf-bench, a workspace member that a plain cargo build or cargo test leaves out; this
+# script builds it and greyspf with packaging/build-static.sh (static, as packaged).
+#
 #   bench/run.sh                       everything, with the defaults below
 #   RUNS=10 REQUESTS=50000 bench/run.sh
 #   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, postgrey)
