@@ -1,10 +1,23 @@
 # greyspf: build and install for systems without a Debian package.
 #
-#   make build                      cargo build --release --locked
+#   make build                      cargo build --release --locked:
+#                                   target/release/greyspf, linked dynamically
+#   make build STATIC=yes           a static binary, packaging/build-static.sh:
+#                                   target/<host triple>/release/greyspf
+#   make static                     the same as "make build STATIC=yes"
 #   make install                    as root; installs the built binary
+#   make install STATIC=yes         ... the static one
 #   make install PREFIX=/usr DESTDIR=/tmp/stage
 #   make uninstall                  keeps the files under $(SYSCONFDIR)/greyspf
-#   make deb                        Debian package, see packaging/build-deb.sh
+#   make deb                        Debian package of the static binary, see
+#                                   packaging/build-deb.sh (run "make static" first)
+#
+# Static or not: Postfix starts one greyspf per smtpd process, and a static
+# binary maps no shared library, which takes about 1.6 MB off each instance's
+# resident memory and about 0.5 ms off its start-up (README, "Performance").
+# The Debian package ships it. The build script checks that the static binary
+# calls no NSS function (getpwnam, getaddrinfo...), which a static glibc
+# program cannot do safely. The host triple comes from "rustc -vV".
 #
 # "install" never builds: run "make build" first (as a normal user).
 # It installs the same files as the Debian package: the binary, both man
@@ -32,24 +45,42 @@ CONFDIR    ?= $(SYSCONFDIR)/greyspf
 DESTDIR    ?=
 
 CARGO      ?= cargo
+RUSTC      ?= rustc
 INSTALL    ?= install
-# The built binary that "install" copies (.cargo/config.toml names the target triple).
-TARGET     ?= x86_64-unknown-linux-gnu
-BINARY     ?= target/$(TARGET)/release/greyspf
+# yes: build and install the static binary (packaging/build-static.sh).
+STATIC     ?= no
+# This machine's target triple, where cargo puts a build for a named target;
+# asked of rustc only when a rule needs it.
+HOST_TRIPLE = $(shell $(RUSTC) -vV | sed -n 's/^host: //p')
+STATIC_BINARY = target/$(HOST_TRIPLE)/release/greyspf
+# The built binary that "install" copies.
+ifeq ($(STATIC),yes)
+BINARY     ?= $(STATIC_BINARY)
+else
+BINARY     ?= target/release/greyspf
+endif
 
 CONFFILES  = greyspf.conf whitelist_clients whitelist_recipients
 SNIPPETS   = master.cf main.cf
 
-.PHONY: all build install uninstall deb check-binary
+.PHONY: all build static install uninstall deb check-binary
 
 all: build
 
+ifeq ($(STATIC),yes)
+build: static
+else
 build:
 	$(CARGO) build --release --locked
+endif
+
+static:
+	CARGO='$(CARGO)' packaging/build-static.sh
 
 check-binary:
 	@test -x '$(BINARY)' || { \
-	    echo "greyspf: $(BINARY) not found; run 'make build' first" >&2; exit 1; }
+	    echo "greyspf: $(BINARY) not found; run 'make build$(if $(filter yes,$(STATIC)), STATIC=yes)' first" >&2; \
+	    exit 1; }
 
 install: check-binary
 	$(INSTALL) -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MANDIR)/man8' \
@@ -94,5 +125,8 @@ uninstall:
 	rm -rf '$(DESTDIR)$(DOCDIR)'
 	@echo "kept $(DESTDIR)$(CONFDIR) and the state directory; remove them by hand if unwanted"
 
-deb: check-binary
-	packaging/build-deb.sh '$(BINARY)'
+# The package ships the static binary, whatever STATIC says.
+deb:
+	@test -x '$(STATIC_BINARY)' || { \
+	    echo "greyspf: $(STATIC_BINARY) not found; run 'make static' first" >&2; exit 1; }
+	packaging/build-deb.sh '$(STATIC_BINARY)'

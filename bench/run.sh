@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # bench/run.sh: one command that builds greyspf, generates the request streams and prints the benchmark tables.
 #
+# The driver (bench_driver) and the do-nothing policy (null_policy) are the bench/ crate,
+# greyspf-bench, a workspace member that a plain cargo build or cargo test leaves out; this
+# script builds it and greyspf with packaging/build-static.sh (static, as packaged).
+#
 #   bench/run.sh                       everything, with the defaults below
 #   RUNS=10 REQUESTS=50000 bench/run.sh
 #   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, postgrey)
@@ -55,9 +59,11 @@ POSTGREY_REQUESTS=${POSTGREY_REQUESTS:-5000}
 # The nameservers the SPF tables run against, one set of tables each, when installed.
 NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
 
-# .cargo/config.toml builds for a named target triple (a static binary).
-BIN=target/${CARGO_BUILD_TARGET:-x86_64-unknown-linux-gnu}/$PROFILE
-DRIVER=$BIN/examples/bench_driver
+# Where packaging/build-static.sh puts greyspf and the benchmark tools (the bench/ crate):
+# greyspf is measured as the Debian package ships it, a static binary, and the do-nothing
+# policy is linked the same way so that the difference is greyspf's own.
+BIN=target/$(rustc -vV | sed -n 's/^host: //p')/$PROFILE
+DRIVER=$BIN/bench_driver
 status=0
 # Prefix of the driver's command line: the SPF tables run it inside the namespace.
 IN_NETNS=()
@@ -103,7 +109,7 @@ add_greyspf_greylist() {
 
 # The do-nothing policy: the floor of the pipe, the process start and the driver.
 add_null() {
-    POLICIES+=(--policy "null=$BIN/examples/null_policy")
+    POLICIES+=(--policy "null=$BIN/null_policy")
 }
 
 # greyspf with SPF against the namespace's nameserver. $1: row name; $2: state directory;
@@ -420,11 +426,7 @@ comparable; its own CPU time and memory are the helper columns."
 }
 
 main() {
-    if [ "$PROFILE" = release ]; then
-        cargo build --release --locked --bins --examples
-    else
-        cargo build --locked --bins --examples
-    fi
+    PROFILE=$PROFILE packaging/build-static.sh -p greyspf -p greyspf-bench >/dev/null
 
     mkdir -p "$OUT"
     # State directories of earlier invocations: their keepers are gone after the idle timeout.

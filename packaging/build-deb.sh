@@ -3,8 +3,9 @@
 #
 # Usage: packaging/build-deb.sh [BINARY]
 #
-#   BINARY   the built greyspf (default: $GREYSPF_BIN, else
-#            target/x86_64-unknown-linux-gnu/release/greyspf of this source tree)
+#   BINARY   the built greyspf (default: $GREYSPF_BIN, else the static build
+#            of packaging/build-static.sh for this machine's architecture,
+#            target/<host triple>/release/greyspf of this source tree)
 #
 # Environment:
 #   GREYSPF_BIN   the binary, when not given as argument
@@ -14,7 +15,12 @@
 #
 # The version comes from Cargo.toml, the architecture from
 # "dpkg --print-architecture", the dependencies from the shared libraries
-# the binary needs. Prints the path of the .deb on the last line.
+# the binary needs (none for the static build, which is what the package
+# is meant to ship; a dynamic target/release/greyspf also works and then
+# depends on libc6). Prints the path of the .deb on the last line.
+#
+# The package passes lintian; the warnings it keeps are overridden, each
+# with its reason, in packaging/greyspf.lintian-overrides.
 set -euo pipefail
 umask 022
 
@@ -24,10 +30,16 @@ die() {
 }
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${1:-${GREYSPF_BIN:-$top/target/x86_64-unknown-linux-gnu/release/greyspf}}
+bin=${1:-${GREYSPF_BIN:-}}
+if [ -z "$bin" ]; then
+	triple=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p') ||
+		die "no binary given, and no rustc to name this machine's target triple"
+	[ -n "$triple" ] || die "no binary given, and no host triple in 'rustc -vV'"
+	bin=$top/target/$triple/release/greyspf
+fi
 outdir=${OUTDIR:-$top/target/debian}
 
-if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then die "no built binary at $bin (run: cargo build --release --locked)"; fi
+if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then die "no built binary at $bin (run: packaging/build-static.sh)"; fi
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found"
 
 # Version: the [package] version of Cargo.toml; a SemVer pre-release
@@ -48,7 +60,8 @@ root=$tmp/root
 doc=$root/usr/share/doc/greyspf
 
 install -d "$root/DEBIAN" "$root/usr/sbin" "$root/usr/share/man/man8" \
-	"$root/usr/share/man/man5" "$root/etc/greyspf" "$doc/examples"
+	"$root/usr/share/man/man5" "$root/etc/greyspf" "$doc/examples" \
+	"$root/usr/share/lintian/overrides"
 
 # Binary.
 install -m 0755 "$bin" "$root/usr/sbin/greyspf"
@@ -78,10 +91,13 @@ install -m 0644 "$top/packaging/master.cf" "$top/packaging/main.cf" "$doc/exampl
 if [ -f "$top/examples/requests.txt" ]; then
 	install -m 0644 "$top/examples/requests.txt" "$doc/examples/requests.txt"
 fi
+# The lintian warnings that stay, each with its reason.
+install -m 0644 "$top/packaging/greyspf.lintian-overrides" \
+	"$root/usr/share/lintian/overrides/greyspf"
 find "$root" -type f -exec chmod go-w {} +
 
 # Depends: the packages of the shared libraries the binary links, with the
-# version their symbols need; nothing for a static binary (the default build).
+# version their symbols need; nothing for a static binary (build-static.sh).
 shlib_depends() {
 	local f=$1
 	if command -v objdump >/dev/null && ! objdump -p "$f" | grep -q '^ *NEEDED'; then
@@ -139,7 +155,9 @@ if [ -n "${DEBEMAIL:-}" ]; then
 elif [[ "$author" == *"<"*"@"*">" ]]; then
 	maintainer=$author
 else
-	maintainer="greyspf developers <greyspf@localhost>"
+	# No address is known: say so with a domain that cannot exist (RFC 2606),
+	# not with localhost, which Debian's tools reject.
+	maintainer="greyspf developers <greyspf@greyspf.invalid>"
 fi
 
 # The Debian changelog of this native package, pointing to the project's.

@@ -1,4 +1,4 @@
-//! examples/bench_driver.rs: feeds policy services one request at a time, as smtpd does, and measures them side by side.
+//! bench_driver: feeds policy services one request at a time, as smtpd does, and measures them side by side.
 //!
 //! Usage:
 //!

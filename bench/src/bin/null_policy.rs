@@ -1,4 +1,4 @@
-//! examples/null_policy.rs: the do-nothing policy service, the floor the benchmarks compare against.
+//! null_policy: the do-nothing policy service, the floor the benchmarks compare against.
 //!
 //! It speaks the same pipe protocol as greyspf and answers every request block with
 //! `action=DUNNO`, so its cost is what the pipe, the process start and the driver cost by
