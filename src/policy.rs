@@ -41,6 +41,20 @@ impl MessageState {
 pub trait Spf {
     fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
+    /// The null sender's HELO identity: like `helo`, but `none` for a HELO it skips.
+    fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
+}
+
+/// The HELO result of a request, if HELO checks are on: for the null sender it is the
+/// message's only identity, so it always has a result (RFC 7208 §2.4, §4.3).
+pub fn spf_helo(spf: &dyn Spf, cfg: &Config, req: &Request, ip: IpAddr) -> Option<SpfOutcome> {
+    if !cfg.spf_helo_check {
+        None
+    } else if req.sender.is_empty() {
+        spf.null_sender(ip, &req.helo_name)
+    } else {
+        spf.helo(ip, &req.helo_name)
+    }
 }
 
 /// The SPF evaluation of one message, made once and reused for its other recipients.
@@ -88,11 +102,7 @@ fn evaluate_spf(
     ip: IpAddr,
     store: &mut dyn Greylister,
 ) -> SpfEval {
-    let helo = if cfg.spf_helo_check {
-        spf.helo(ip, &req.helo_name)
-    } else {
-        None
-    };
+    let helo = spf_helo(spf, cfg, req, ip);
     let mail_from =
         (!req.sender.is_empty()).then(|| spf.mail_from(ip, &req.helo_name, &req.sender));
     let mut verdict = None;
