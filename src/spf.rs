@@ -11,6 +11,8 @@
 
 mod cache;
 mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 mod record;
 mod udp;
 
