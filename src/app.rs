@@ -285,11 +285,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
             spf.checker(),
         )
     {
-        let helo = if cfg.spf_helo_check {
-            checker.helo(ip, &req.helo_name)
-        } else {
-            None
-        };
+        let helo = policy::spf_helo(checker, cfg.spf_helo_check, &req, ip);
         let mail_from =
             (!req.sender.is_empty()).then(|| checker.mail_from(ip, &req.helo_name, &req.sender));
         for (name, o) in [("spf_helo", helo), ("spf_mail_from", mail_from)] {

@@ -266,6 +266,18 @@ fn spf_verdict(s: &PolicySettings, o: &SpfOutcome, ip: IpAddr) -> Option<(Action
     }
 }
 
+/// The HELO result of a request, if HELO checks are on: for the null sender it is the
+/// message's only identity, so it always has a result (RFC 7208 §2.4, §4.3).
+pub fn spf_helo(spf: &dyn Spf, helo_check: bool, req: &Request, ip: IpAddr) -> Option<SpfOutcome> {
+    if !helo_check {
+        None
+    } else if req.sender.is_empty() {
+        spf.null_sender(ip, &req.helo_name)
+    } else {
+        spf.helo(ip, &req.helo_name)
+    }
+}
+
 fn evaluate_spf(
     req: &Request,
     s: &PolicySettings,
@@ -273,11 +285,7 @@ fn evaluate_spf(
     ip: IpAddr,
     store: &mut dyn Greylister,
 ) -> SpfEval {
-    let helo = if s.spf_helo_check {
-        spf.helo(ip, &req.helo_name)
-    } else {
-        None
-    };
+    let helo = spf_helo(spf, s.spf_helo_check, req, ip);
     let mail_from =
         (!req.sender.is_empty()).then(|| spf.mail_from(ip, &req.helo_name, &req.sender));
     let mut verdict = None;

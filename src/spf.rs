@@ -11,6 +11,8 @@
 
 mod cache;
 mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 mod record;
 mod udp;
 
@@ -180,6 +182,8 @@ pub trait Spf {
     fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
     /// The MAIL FROM identity.
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
+    /// The null sender's HELO identity: like `helo`, but `none` for a HELO it skips.
+    fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
 }
 
 /// Errors of setting the checker up, and of parsing configuration values of this module.
@@ -292,15 +296,24 @@ impl SpfChecker {
         Some(self.outcome(Identity::Helo, ip, helo, "", domain, verdict))
     }
 
-    /// MAIL FROM identity; sender non-empty. (null sender: caller uses HELO only)
+    /// The null sender: `postmaster@<HELO>` (RFC 7208 §2.4), reported as the HELO identity.
+    /// A HELO that is not a multi-label domain name (a bare name, an address literal,
+    /// nothing) gives `none` without a lookup (§4.3), so the message still has a result.
+    pub fn check_null_sender(&self, ip: IpAddr, helo: &str) -> SpfOutcome {
+        self.check_helo(ip, helo).unwrap_or_else(|| {
+            let ip = ip.to_canonical();
+            let domain = helo.to_ascii_lowercase();
+            self.outcome(Identity::Helo, ip, helo, "", domain, none_verdict())
+        })
+    }
+
+    /// MAIL FROM identity; sender non-empty (the null sender is [`Self::check_null_sender`]).
     pub fn check_mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {
         let ip = ip.to_canonical();
-        // RFC 7208 §4.3: an empty local part is "postmaster"; an address without a domain
-        // is checked against the HELO name.
-        let (local_part, raw_domain) = match sender.rsplit_once('@') {
-            Some((local, domain)) => (local, domain),
-            None => (sender, helo),
-        };
+        // RFC 7208 §4.3: an empty local part is "postmaster", and so is a missing one: a
+        // sender without "@" (`MAIL FROM:<example.com>`) is the domain, checked as
+        // postmaster@example.com, as pyspf and Mail::SPF do.
+        let (local_part, raw_domain) = sender.rsplit_once('@').unwrap_or(("", sender));
         let local_part = if local_part.is_empty() {
             "postmaster"
         } else {
@@ -308,13 +321,8 @@ impl SpfChecker {
         };
         let Some(domain) = checkable_domain(raw_domain) else {
             // A malformed domain is "none" without any lookup (RFC 7208 §4.3).
-            let verdict = eval::Verdict {
-                result: SpfResult::None,
-                explanation: None,
-                reason: None,
-            };
             let domain = raw_domain.to_ascii_lowercase();
-            return self.outcome(Identity::MailFrom, ip, helo, sender, domain, verdict);
+            return self.outcome(Identity::MailFrom, ip, helo, sender, domain, none_verdict());
         };
         let full_sender = format!("{local_part}@{domain}");
         let request = Request {
@@ -388,6 +396,15 @@ impl SpfChecker {
             reason: verdict.reason,
             header,
         }
+    }
+}
+
+/// The result of an identity with no domain to check (RFC 7208 §4.3).
+fn none_verdict() -> eval::Verdict {
+    eval::Verdict {
+        result: SpfResult::None,
+        explanation: None,
+        reason: None,
     }
 }
 
@@ -712,11 +729,19 @@ impl Spf for SpfChecker {
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {
         self.check_mail_from(ip, helo, sender)
     }
+
+    fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
+        Some(self.check_null_sender(ip, helo))
+    }
 }
 
 impl Spf for LazySpf {
     fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
         self.get().and_then(|c| c.check_helo(ip, helo))
+    }
+
+    fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
+        self.get().map(|c| c.check_null_sender(ip, helo))
     }
 
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {

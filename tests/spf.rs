@@ -28,6 +28,8 @@ fn zone() -> Zone {
             "pool.example",
             "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 -all",
         )
+        .txt("local.example", "v=spf1 exists:%{l}.ok.local.example -all")
+        .a("postmaster.ok.local.example", "127.0.0.2")
 }
 
 fn args(t: &TestDir, dns: &DnsServer, extra: &[&str]) -> Vec<String> {
@@ -307,4 +309,76 @@ fn spf_keyed_greylisting_lets_a_sender_pool_through() {
     );
     assert_eq!(s.finish().0, 0);
     assert_eq!(t.wait_log("client_key=spf:pool.example", 3).len(), 3);
+}
+
+/// RFC 7208 §4.3: `MAIL FROM:<local.example>` (Postfix sends `sender=local.example`) is
+/// checked as postmaster@local.example: the record's `%{l}` is `postmaster`, so it passes.
+#[test]
+fn sender_without_at_is_postmaster_at_that_domain() {
+    let dns = DnsServer::start(zone());
+    let t = TestDir::new("spfnoat");
+    let mut s = Session::start(&args(&t, &dns, &["greylist_enable=no"]));
+    let ip = "192.0.2.10";
+    assert_eq!(
+        s.ask(&req(
+            ip,
+            "client.example",
+            "local.example",
+            "r@example.com",
+            "n1"
+        )),
+        received(
+            "pass",
+            "mx.test: domain of local.example designates 192.0.2.10 as permitted sender",
+            ip,
+            "local.example",
+            "client.example"
+        )
+    );
+    assert_eq!(
+        s.ask(&req(
+            ip,
+            "client.example",
+            "fail.example",
+            "r@example.com",
+            "n2"
+        )),
+        "550 5.7.23 SPF check failed: fail.example does not designate 192.0.2.10 as permitted sender"
+    );
+    assert_eq!(s.finish().0, 0);
+    let lines = t.wait_log("sender=fail.example", 1);
+    assert!(lines[0].ends_with("action=reject, reason=spf, spf_helo=none, spf_mail_from=fail, client_name=unknown, client_address=192.0.2.10, sender=fail.example, recipient=r@example.com"), "{lines:?}");
+}
+
+/// RFC 7208 §4.3: for the null sender, a HELO that is not a multi-label domain name (a
+/// bare name, an address literal) gives the result `none`, with its header and log field,
+/// and no DNS query.
+#[test]
+fn null_sender_with_unusable_helo_is_none() {
+    let dns = DnsServer::start(zone());
+    let t = TestDir::new("spfnullhelo");
+    let mut s = Session::start(&args(&t, &dns, &["greylist_enable=no"]));
+    let ip = "192.0.2.10";
+    for (i, helo) in ["A2345678", "[192.0.2.10]"].into_iter().enumerate() {
+        assert_eq!(
+            s.ask(&req(ip, helo, "", "r@example.com", &format!("z{i}"))),
+            received(
+                "none",
+                &format!("mx.test: no SPF records found for postmaster@{helo}"),
+                ip,
+                &format!("postmaster@{helo}"),
+                helo
+            ),
+            "{helo}"
+        );
+    }
+    assert_eq!(s.finish().0, 0);
+    assert_eq!(dns.queries(), 0, "{:?}", dns.described_queries());
+    let lines = t.wait_log("spf_helo=none", 2);
+    for line in &lines {
+        assert!(
+            line.ends_with(": action=pass, reason=greylisting-off, spf_helo=none, client_name=unknown, client_address=192.0.2.10, sender=, recipient=r@example.com"),
+            "{lines:?}"
+        );
+    }
 }

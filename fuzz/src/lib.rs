@@ -1,6 +1,7 @@
-//! The fuzz harness of greyspf: an in-memory greylist store, the configurations under test,
-//! and the checks one input goes through. Kept apart from the target file so that a change
-//! of `serve`'s signature is a change here only.
+//! The fuzz harness of greyspf: for the pipeline target an in-memory greylist store, the
+//! configurations under test and the checks one input goes through; for the SPF target the
+//! checks of a record's parse and evaluation. Kept apart from the target files so that a
+//! change of `serve`'s or the SPF entry point's signature is a change here only.
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -172,5 +173,92 @@ pub fn check_pipeline(data: &[u8]) {
         if matches!(b, Block::Malformed(_)) {
             assert_eq!(*a, "DUNNO", "malformed block {b:?} answered {a:?}");
         }
+    }
+}
+
+/// The client addresses an SPF input is checked from, chosen by its first byte: IPv4, IPv6
+/// and an IPv4-mapped IPv6 address (which must be checked as IPv4).
+const SPF_CLIENTS: &[&str] = &[
+    "192.0.2.1",
+    "198.51.100.7",
+    "2001:db8::9",
+    "::ffff:192.0.2.9",
+];
+
+/// Local parts of the sender, for the `%{l}` and `%{s}` macros: plain, with delimiters, with
+/// characters that URL escaping changes.
+const SPF_LOCALS: &[&str] = &["postmaster", "a.b-c+d=e_f,g/h", "%41 ~"];
+
+/// Most queries one check_host() may make: the checked record's and 10 include or redirect
+/// records' TXT, 10 DNS terms of at most 1 + 10 lookups (an MX and its hosts, a PTR and
+/// its names), 10 PTR names validated for `%{p}`, the exp= TXT and its PTR.
+const SPF_MAX_QUERIES: usize = 11 + 10 * 11 + 10 + 2;
+
+/// One SPF input: its first byte picks the client and the sender's local part, the rest is
+/// a TXT record. The record parser and the explanation parser must end without a panic;
+/// check_host() with the macro expander must end with a consistent verdict, having asked
+/// only valid DNS names, and no more of them than RFC 7208's limits allow.
+pub fn check_spf_record(data: &[u8]) {
+    let Some((&selector, text)) = data.split_first() else {
+        return;
+    };
+    let selector = usize::from(selector);
+    let ip = SPF_CLIENTS[selector % SPF_CLIENTS.len()].parse().unwrap();
+    let local = SPF_LOCALS[selector / SPF_CLIENTS.len() % SPF_LOCALS.len()];
+    let report = greyspf::spf::fuzzing::check_record(text, ip, local);
+    check_spf_report(text, &report);
+}
+
+fn check_spf_report(text: &[u8], report: &greyspf::spf::fuzzing::Report) {
+    use greyspf::spf::SpfResult;
+    let printable = text.iter().all(|b| (b' '..=b'~').contains(b));
+    if report.explanation_text.is_ok() {
+        assert!(
+            printable,
+            "accepted a non-printable explanation: {report:?}"
+        );
+    }
+    match &report.record {
+        None => assert_eq!(report.result, SpfResult::None, "{report:?}"),
+        Some(Err(_)) => assert_eq!(report.result, SpfResult::PermError, "{report:?}"),
+        Some(Ok(())) => assert!(printable, "accepted a non-printable record: {report:?}"),
+    }
+    let error = matches!(report.result, SpfResult::TempError | SpfResult::PermError);
+    assert_eq!(
+        error,
+        report.reason.is_some(),
+        "reason iff error: {report:?}"
+    );
+    if let Some(explanation) = &report.explanation {
+        assert_eq!(report.result, SpfResult::Fail, "explanation without fail");
+        assert!(
+            explanation.len() <= 512,
+            "explanation of {} bytes",
+            explanation.len()
+        );
+        assert!(
+            explanation.bytes().all(|b| (b' '..=b'~').contains(&b)),
+            "explanation not printable: {explanation:?}"
+        );
+    }
+    assert!(
+        report.queries.len() <= SPF_MAX_QUERIES,
+        "{} queries: {:?}",
+        report.queries.len(),
+        report.queries
+    );
+    for query in &report.queries {
+        let (kind, name) = query.split_once(' ').expect("TYPE name");
+        if kind == "PTR" {
+            continue;
+        }
+        assert!(
+            !name.is_empty()
+                && name.len() <= 253
+                && name.is_ascii()
+                && !name.ends_with('.')
+                && name.split('.').all(|label| (1..=63).contains(&label.len())),
+            "invalid name queried: {query:?}"
+        );
     }
 }

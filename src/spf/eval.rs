@@ -11,9 +11,10 @@
 //! - a target name that cannot be a DNS name after expansion (empty or over-long label) is
 //!   treated as a name that does not exist: `a`, `mx`, `ptr` and `exists` do not match, an
 //!   `include` or `redirect` to it is a permerror;
-//! - void lookups (RFC 7208 §4.6.4) are counted for the queries of `a`, `mx` and `exists`
-//!   themselves, not for the address lookups of MX hosts or PTR names, which the domain owner
-//!   does not control; `exp` lookups are never counted;
+//! - void lookups (RFC 7208 §4.6.4) are counted for the queries of `a`, `mx`, `ptr` and
+//!   `exists` themselves (a `ptr` term counts one when the client's PTR query finds no name,
+//!   as in pyspf and Mail::SPF), not for the address lookups of MX hosts or PTR names, which
+//!   the domain owner does not control; `exp` and `%{p}` lookups are never counted;
 //! - a DNS error while looking up the addresses of an MX host is a temperror, as for the
 //!   MX lookup itself; for `ptr` and `%{p}` it only skips that name (RFC 7208 §5.5);
 //! - `%{p}` does not count against the limit of 10 DNS-querying terms;
@@ -101,6 +102,7 @@ pub(crate) async fn check_host<D: Dns>(dns: &D, request: &Request<'_>, domain: &
         dns_terms: 0,
         void_lookups: 0,
         ptr_names: None,
+        ptr_void: false,
         validated: HashMap::new(),
     };
     match evaluation.check(domain, true).await {
@@ -141,6 +143,8 @@ struct Evaluation<'a, D> {
     void_lookups: u32,
     /// PTR names of the client (at most 10), looked up once per evaluation.
     ptr_names: Option<Vec<String>>,
+    /// Whether that PTR lookup was void (NXDOMAIN or no record).
+    ptr_void: bool,
     /// Whether a PTR name resolves back to the client, looked up once per name.
     validated: HashMap<String, bool>,
 }
@@ -290,10 +294,16 @@ impl<D: Dns> Evaluation<'_, D> {
             }
             Mechanism::Ptr(spec) => {
                 self.count_dns_term()?;
-                match self.optional_target(spec.as_ref(), domain).await {
-                    Some(target) => Ok(self.ptr_match(&target.to_ascii_lowercase()).await),
-                    None => Ok(false),
+                let Some(target) = self.optional_target(spec.as_ref(), domain).await else {
+                    return Ok(false);
+                };
+                let matched = self.ptr_match(&target.to_ascii_lowercase()).await;
+                // Each `ptr` term whose PTR query is void counts, even when that answer
+                // was already known from an earlier term.
+                if self.ptr_void {
+                    self.count_void()?;
                 }
+                Ok(matched)
             }
             Mechanism::Exists(spec) => {
                 self.count_dns_term()?;
@@ -395,7 +405,11 @@ impl<D: Dns> Evaluation<'_, D> {
                 .map(|name| name.to_ascii_lowercase())
                 .take(MAX_PTR_RECORDS)
                 .collect(),
-            Answer::Void | Answer::Failed(_) => Vec::new(),
+            Answer::Void => {
+                self.ptr_void = true;
+                Vec::new()
+            }
+            Answer::Failed(_) => Vec::new(),
         };
         self.ptr_names = Some(names.clone());
         names
@@ -934,6 +948,37 @@ mod tests {
         assert_eq!(
             result(&zone, "192.0.2.1", "a@ten.example.com"),
             SpfResult::PermError
+        );
+    }
+
+    /// RFC 7208 §4.6.4: a `ptr` term whose PTR query finds nothing is a void lookup, like
+    /// an `a` term whose name has no address; a PTR that answers is not.
+    #[test]
+    fn void_ptr_lookups_count() {
+        let zone = Zone::default()
+            .txt(
+                "three.example.com",
+                &["v=spf1 ptr a:n1.example.com a:n2.example.com ?all"],
+            )
+            .txt("two.example.com", &["v=spf1 ptr a:n1.example.com ?all"])
+            .txt("again.example.com", &["v=spf1 ptr ptr ptr ?all"])
+            .ptr("198.51.100.7", &["host.example.com"]);
+        for (sender, want) in [
+            ("a@three.example.com", SpfResult::PermError),
+            ("a@two.example.com", SpfResult::Neutral),
+            ("a@again.example.com", SpfResult::PermError),
+        ] {
+            assert_eq!(result(&zone, "192.0.2.1", sender), want, "{sender}");
+        }
+        let verdict = check(&zone, "192.0.2.1", "a@three.example.com");
+        assert_eq!(
+            verdict.reason.as_deref(),
+            Some("more than 2 void DNS lookups")
+        );
+        // The client with a PTR name: only the two `a` terms are void.
+        assert_eq!(
+            result(&zone, "198.51.100.7", "a@three.example.com"),
+            SpfResult::Neutral
         );
     }
 

@@ -327,6 +327,11 @@ fn split_dual_cidr(value: &str) -> (&str, &str) {
     {
         spec_end = pos;
     }
+    // A domain-spec never ends in `/`, so slashes left before the lengths belong to them:
+    // `host///64` is reported as the bad CIDR length it is.
+    if spec_end < value.len() {
+        spec_end = value[..spec_end].trim_end_matches('/').len();
+    }
     value.split_at(spec_end)
 }
 
@@ -335,18 +340,21 @@ fn parse_dual_cidr(cidr: &str, term: &str) -> Result<(u8, u8), SyntaxError> {
     if cidr.is_empty() {
         return Ok((32, 128));
     }
-    let rest = cidr.strip_prefix('/').ok_or_else(bad)?;
-    let (v4, v6) = match rest.split_once("//") {
-        Some((v4, v6)) => (v4, Some(v6)),
-        None => match rest.strip_prefix('/') {
-            Some(v6) => ("", Some(v6)),
-            None => (rest, None),
-        },
+    // dual-cidr-length = [ "/" ip4-length ] [ "//" ip6-length ]: the IPv4 part, when
+    // present, has digits, so `///64` is an error and never an IPv6 length of 64.
+    let (v4, v6) = match cidr.strip_prefix("//") {
+        Some(v6) => (None, Some(v6)),
+        None => {
+            let rest = cidr.strip_prefix('/').ok_or_else(bad)?;
+            match rest.split_once("//") {
+                Some((v4, v6)) => (Some(v4), Some(v6)),
+                None => (Some(rest), None),
+            }
+        }
     };
-    let cidr4 = if v4.is_empty() && v6.is_some() {
-        32
-    } else {
-        parse_cidr(v4, 32).ok_or_else(bad)?
+    let cidr4 = match v4 {
+        Some(v4) => parse_cidr(v4, 32).ok_or_else(bad)?,
+        None => 32,
     };
     let cidr6 = match v6 {
         Some(v6) => parse_cidr(v6, 128).ok_or_else(bad)?,
@@ -693,6 +701,27 @@ mod tests {
             domain.items,
             vec![MacroItem::Literal("foo:bar/baz.example.com".into())]
         );
+    }
+
+    /// RFC 7208 §5.6: `dual-cidr-length = [ ip4-cidr-length ] [ "/" ip6-cidr-length ]`, and
+    /// an ip4-cidr-length has digits, so an empty IPv4 part before `//N` is a syntax error
+    /// (a permerror), as pyspf and Mail::SPF have it, never the IPv6 length N.
+    #[test]
+    fn empty_ipv4_cidr_length_is_an_error() {
+        for text in [
+            "v=spf1 a///64 -all",
+            "v=spf1 mx///64 -all",
+            "v=spf1 a:host.example.com///64 -all",
+            "v=spf1 mx:host.example.com///64 -all",
+            "v=spf1 mx:%{d}///64 -all",
+            "v=spf1 a/24///64 -all",
+            "v=spf1 a/24//64/ -all",
+        ] {
+            assert_eq!(
+                err(text),
+                SyntaxError::BadCidr(text[7..text.len() - 5].into())
+            );
+        }
     }
 
     #[test]
