@@ -387,3 +387,92 @@ fn a_symlink_in_place_of_the_lock_file_is_refused() {
     );
     assert!(t.keeper_pids().is_empty());
 }
+
+/// Runs packaging/debian/postinst `configure` in a private mount namespace where
+/// /etc/passwd and /etc/group list a greyspf user and /var/lib is an empty tmpfs, after
+/// `setup` (shell, run in there) filled /var/lib/greyspf. Returns the script's stderr and
+/// `owner mode name` of every entry of the state directory, the directory first.
+fn postinst_in_namespace(t: &TestDir, setup: &str) -> (String, Vec<String>) {
+    let postinst = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/postinst");
+    let uid = 64123;
+    let passwd = t.path.join("passwd");
+    let group = t.path.join("group");
+    let mut p = std::fs::read_to_string("/etc/passwd").unwrap();
+    p.push_str(&format!(
+        "greyspf:x:{uid}:{uid}::/var/lib/greyspf:/usr/sbin/nologin\n"
+    ));
+    std::fs::write(&passwd, p).unwrap();
+    let mut g = std::fs::read_to_string("/etc/group").unwrap();
+    g.push_str(&format!("greyspf:x:{uid}:\n"));
+    std::fs::write(&group, g).unwrap();
+    let script = format!(
+        "mount --bind {passwd} /etc/passwd
+         mount --bind {group} /etc/group
+         mount -t tmpfs tmpfs /var/lib
+         mkdir /var/lib/greyspf
+         cd /var/lib/greyspf
+         {setup}
+         sh {postinst} configure 2>{err}
+         cd /var/lib/greyspf
+         stat -c '%U %a %n' . $(find . -mindepth 1 | LC_ALL=C sort)",
+        passwd = passwd.display(),
+        group = group.display(),
+        postinst = postinst.display(),
+        err = t.path.join("err").display(),
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = std::fs::read_to_string(t.path.join("err")).unwrap();
+    let listing = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (err, listing)
+}
+
+#[test]
+fn postinst_gives_a_state_directory_of_greyspf_files_back() {
+    if !have_root("postinst_gives_a_state_directory_of_greyspf_files_back") {
+        return;
+    }
+    // What `greyspf check` run as root before the package leaves behind.
+    let t = TestDir::new("postinst");
+    let made_by_root = "chmod 0755 .; mkdir -m 0700 store store.corrupt-1700000000
+         touch store/db store/conf keeper.lock privacy.secret keeper.sock";
+    let (err, listing) = postinst_in_namespace(&t, made_by_root);
+    assert_eq!(
+        err,
+        "greyspf: gave /var/lib/greyspf and its files back to user greyspf\n"
+    );
+    assert_eq!(
+        listing,
+        [
+            "greyspf 755 .",
+            "greyspf 644 ./keeper.lock",
+            "greyspf 644 ./keeper.sock",
+            "greyspf 644 ./privacy.secret",
+            "greyspf 700 ./store",
+            "greyspf 700 ./store.corrupt-1700000000",
+            "greyspf 644 ./store/conf",
+            "greyspf 644 ./store/db",
+        ]
+    );
+
+    // A file greyspf does not make: the directory is someone's, left alone, and said so.
+    let t = TestDir::new("postinst2");
+    let (err, listing) =
+        postinst_in_namespace(&t, "chmod 0770 .; mkdir store; touch notes.txt keeper.lock");
+    assert!(err.contains("holds files greyspf did not make"), "{err}");
+    assert_eq!(
+        listing,
+        [
+            "root 770 .",
+            "root 644 ./keeper.lock",
+            "root 644 ./notes.txt",
+            "root 755 ./store",
+        ]
+    );
+}
