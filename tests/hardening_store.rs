@@ -388,49 +388,96 @@ fn a_symlink_in_place_of_the_lock_file_is_refused() {
     assert!(t.keeper_pids().is_empty());
 }
 
-/// Runs packaging/debian/postinst `configure` in a private mount namespace where
-/// /etc/passwd and /etc/group list a greyspf user and /var/lib is an empty tmpfs, after
-/// `setup` (shell, run in there) filled /var/lib/greyspf. Returns the script's stderr and
-/// `owner mode name` of every entry of the state directory, the directory first.
-fn postinst_in_namespace(t: &TestDir, setup: &str) -> (String, Vec<String>) {
-    let postinst = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/postinst");
-    let uid = 64123;
+const GREYSPF_UID: u32 = 64123;
+
+/// Runs `script` (sh) in a private mount namespace where /etc/passwd and /etc/group also
+/// list a user and group greyspf (uid and gid `GREYSPF_UID`) and /var/lib is an empty
+/// tmpfs; returns its standard output.
+fn with_greyspf_user(t: &TestDir, script: &str) -> String {
     let passwd = t.path.join("passwd");
     let group = t.path.join("group");
     let mut p = std::fs::read_to_string("/etc/passwd").unwrap();
     p.push_str(&format!(
-        "greyspf:x:{uid}:{uid}::/var/lib/greyspf:/usr/sbin/nologin\n"
+        "greyspf:x:{GREYSPF_UID}:{GREYSPF_UID}::/var/lib/greyspf:/usr/sbin/nologin\n"
     ));
     std::fs::write(&passwd, p).unwrap();
     let mut g = std::fs::read_to_string("/etc/group").unwrap();
-    g.push_str(&format!("greyspf:x:{uid}:\n"));
+    g.push_str(&format!("greyspf:x:{GREYSPF_UID}:\n"));
     std::fs::write(&group, g).unwrap();
     let script = format!(
         "mount --bind {passwd} /etc/passwd
          mount --bind {group} /etc/group
          mount -t tmpfs tmpfs /var/lib
-         mkdir /var/lib/greyspf
-         cd /var/lib/greyspf
-         {setup}
-         sh {postinst} configure 2>{err}
-         cd /var/lib/greyspf
-         stat -c '%U %a %n' . $(find . -mindepth 1 | LC_ALL=C sort)",
+         {script}",
         passwd = passwd.display(),
         group = group.display(),
-        postinst = postinst.display(),
-        err = t.path.join("err").display(),
     );
     let o = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let err = std::fs::read_to_string(t.path.join("err")).unwrap();
-    let listing = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_string)
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Runs packaging/debian/postinst `configure` with a greyspf user, after `setup` (shell)
+/// filled /var/lib/greyspf. Returns the script's stderr and `owner mode name` of every
+/// entry of the state directory, the directory first.
+fn postinst_in_namespace(t: &TestDir, setup: &str) -> (String, Vec<String>) {
+    let postinst = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/postinst");
+    let err = t.path.join("err");
+    let out = with_greyspf_user(
+        t,
+        &format!(
+            "mkdir /var/lib/greyspf
+             cd /var/lib/greyspf
+             {setup}
+             sh {postinst} configure 2>{err}
+             cd /var/lib/greyspf
+             stat -c '%U %a %n' . $(find . -mindepth 1 | LC_ALL=C sort)",
+            postinst = postinst.display(),
+            err = err.display(),
+        ),
+    );
+    let err = std::fs::read_to_string(err).unwrap();
+    (err, out.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn root_creates_a_missing_state_directory_for_the_greyspf_user() {
+    if !have_root("root_creates_a_missing_state_directory_for_the_greyspf_user") {
+        return;
+    }
+    let t = TestDir::new("rootmk");
+    std::fs::set_permissions(&t.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args: Vec<String> = t
+        .args(&["greylist_delay=1h"])
+        .iter()
+        .map(|a| format!("'{a}'"))
         .collect();
-    (err, listing)
+    // An administrator's first command, run as root before anything else.
+    let out = with_greyspf_user(
+        &t,
+        &format!(
+            "{BIN} {} check --client-address 192.0.2.1 --sender a@example.org \
+               --recipient b@example.com
+             cd {}
+             stat -c '%u %a %n' . keeper.lock store",
+            args.join(" "),
+            t.state().display()
+        ),
+    );
+    assert_eq!(
+        out,
+        format!(
+            "action={GREYLISTED}\n\
+             action=greylist, reason=new, remaining=3600, client_name=unknown, \
+             client_address=192.0.2.1, sender=a@example.org, recipient=b@example.com\n\
+             {GREYSPF_UID} 700 .\n\
+             {GREYSPF_UID} 600 keeper.lock\n\
+             {GREYSPF_UID} 755 store\n"
+        )
+    );
 }
 
 #[test]
