@@ -155,7 +155,10 @@ fn a_full_disk_keeps_the_store_and_its_triplets() {
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(corrupt_copies(&t.state()), Vec::<String>::new());
     assert!(t.state().join("store").is_dir(), "the store is still there");
+    // The keeper either could not open the store, or opened it and left at the first
+    // failed write; either way it said so.
     let kept = t.wait_log("(store kept; will try again)", 1);
+    let kept = [kept, t.log_lines("keeper exiting: store I/O error")].concat();
     assert!(
         !kept.is_empty(),
         "no log line says the store was kept: {:?}",
@@ -522,4 +525,62 @@ fn postinst_gives_a_state_directory_of_greyspf_files_back() {
             "root 755 ./store",
         ]
     );
+}
+
+#[test]
+fn a_disk_that_fills_under_a_running_keeper_recovers() {
+    if !have_root("a_disk_that_fills_under_a_running_keeper_recovers") {
+        return;
+    }
+    let t = TestDir::new("fullrun");
+    let _tmpfs = Tmpfs::mount(&t.state(), "8m");
+    let args = t.args(&[
+        "greylist_delay=1s",
+        "greylist_auto_whitelist_clients=0",
+        "store_flush_interval=100ms",
+        "keeper_idle_timeout=60s",
+        &format!("store_failure_action={STORE_DOWN}"),
+    ]);
+    let a = request("192.0.2.1", "a@example.org", "b@example.com", "m1");
+    let mut s = Session::start(&args);
+    assert_eq!(s.ask(&a), GREYLISTED);
+    sleep(1500);
+    fill(&t.state().join("filler"));
+    // sled takes new triplets in memory until a flush fails; from then on the answers are
+    // the configured ones, and the keeper leaves.
+    let mut replies = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        let q = request(
+            "192.0.2.9",
+            &format!("c{n}@example.org"),
+            "d@example.com",
+            "f",
+        );
+        let r = s.ask(&q);
+        *replies.entry(r.clone()).or_insert(0) += 1;
+        if r == STORE_DOWN || Instant::now() > deadline {
+            break;
+        }
+        sleep(10);
+    }
+    assert_eq!(replies.get(STORE_DOWN), Some(&1), "{replies:?}");
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(
+        t.wait_log("keeper exiting: store I/O error", 1).len(),
+        1,
+        "{:?}",
+        t.log_lines("")
+    );
+    assert_eq!(s.finish(), (0, String::new()));
+    assert_eq!(corrupt_copies(&t.state()), Vec::<String>::new());
+
+    std::fs::remove_file(t.state().join("filler")).unwrap();
+    let mut s = Session::start(&args);
+    let reply = s.ask(&a);
+    assert!(
+        reply.starts_with("PREPEND X-Greylist: delayed "),
+        "the old triplet did not pass: {reply:?}"
+    );
+    assert_eq!(s.finish(), (0, String::new()));
 }

@@ -94,6 +94,10 @@ pub struct Db {
     /// Serialises read-modify-write decisions.
     lock: Mutex<()>,
     secret: Option<Hmac<Sha256>>,
+    /// The first I/O error sled reported. After one, sled refuses every later operation,
+    /// even once the cause (a full disk, say) is gone: the keeper must exit so that a
+    /// new one opens the store again from what is on disk.
+    io_failure: Mutex<Option<String>>,
 }
 
 type DbResult<T> = Result<T, String>;
@@ -221,9 +225,24 @@ impl Db {
             whitelist_nets: Mutex::new(Vec::new()),
             lock: Mutex::new(()),
             secret,
+            io_failure: Mutex::new(None),
         };
         d.reload_whitelist()?;
         Ok(d)
+    }
+
+    /// Turns a sled error into ours, noting an I/O error for `io_failure`.
+    fn failed(&self, e: sled::Error) -> String {
+        let text = e.to_string();
+        if matches!(e, sled::Error::Io(_)) {
+            locked(&self.io_failure).get_or_insert_with(|| text.clone());
+        }
+        text
+    }
+
+    /// The I/O error that left this store unusable, if one did.
+    pub fn io_failure(&self) -> Option<String> {
+        locked(&self.io_failure).clone()
     }
 
     /// A key part as stored: the value itself, or its keyed hash in privacy mode.
@@ -266,14 +285,17 @@ impl Db {
     pub fn persist_counters(&self) {
         let snapshot = locked(&self.counters).clone();
         for (k, v) in snapshot {
-            let _ = self.counters_tree.insert(k.as_bytes(), &v.to_be_bytes());
+            if let Err(e) = self.counters_tree.insert(k.as_bytes(), &v.to_be_bytes()) {
+                self.failed(e);
+                return;
+            }
         }
     }
 
     fn reload_whitelist(&self) -> DbResult<()> {
         let mut nets = Vec::new();
         for item in self.whitelist.iter() {
-            let (k, _) = item.map_err(err)?;
+            let (k, _) = item.map_err(|e| self.failed(e))?;
             if let Some(n) = std::str::from_utf8(&k)
                 .ok()
                 .and_then(|s| s.parse::<Network>().ok())
@@ -310,7 +332,7 @@ impl Db {
         let awl_entry = if t.awl_clients > 0 {
             self.awl
                 .get(awl_key.as_bytes())
-                .map_err(err)?
+                .map_err(|e| self.failed(e))?
                 .and_then(|v| AwlEntry::decode(&v))
         } else {
             None
@@ -323,7 +345,7 @@ impl Db {
             if decide::awl_needs_write(awl_entry, &updated, t) {
                 self.awl
                     .insert(awl_key.as_bytes(), &updated.encode())
-                    .map_err(err)?;
+                    .map_err(|e| self.failed(e))?;
             }
             self.count("awl_hits", 1);
             return Ok(Verdict::ClientAwl);
@@ -331,18 +353,20 @@ impl Db {
         let stored = self
             .triplets
             .get(&key)
-            .map_err(err)?
+            .map_err(|e| self.failed(e))?
             .and_then(|v| Entry::decode(&v));
         let (entry, verdict) = decide::decide_triplet(stored, now, t);
         if decide::entry_needs_write(stored, &entry, t) {
-            self.triplets.insert(key, &entry.encode()).map_err(err)?;
+            self.triplets
+                .insert(key, &entry.encode())
+                .map_err(|e| self.failed(e))?;
         }
         if verdict.passes() && t.awl_clients > 0 {
             let counted = decide::awl_count(awl_entry, now, t);
             if decide::awl_needs_write(awl_entry, &counted, t) {
                 self.awl
                     .insert(awl_key.as_bytes(), &counted.encode())
-                    .map_err(err)?;
+                    .map_err(|e| self.failed(e))?;
             }
             if counted.count == t.awl_clients && awl_entry.is_none_or(|a| a.count < t.awl_clients) {
                 self.count("awl_added", 1);
@@ -426,7 +450,12 @@ impl Db {
         let _guard = locked(&self.lock);
         let mut n = 0;
         for k in keys {
-            if self.triplets.remove(k).map_err(err)?.is_some() {
+            if self
+                .triplets
+                .remove(k)
+                .map_err(|e| self.failed(e))?
+                .is_some()
+            {
                 n += 1;
             }
         }
@@ -437,7 +466,7 @@ impl Db {
         let added = self
             .whitelist
             .insert(net.to_string().as_bytes(), &[])
-            .map_err(err)?
+            .map_err(|e| self.failed(e))?
             .is_none();
         self.reload_whitelist()?;
         Ok(added)
@@ -447,7 +476,7 @@ impl Db {
         let removed = self
             .whitelist
             .remove(net.to_string().as_bytes())
-            .map_err(err)?
+            .map_err(|e| self.failed(e))?
             .is_some();
         self.reload_whitelist()?;
         Ok(removed)
@@ -489,7 +518,10 @@ impl Db {
                 let expired = state.is_none_or(|(l, _)| now.saturating_sub(l) > max_age_ms);
                 if expired {
                     let _guard = locked(&self.lock);
-                    let _ = tree.remove(&k);
+                    if let Err(e) = tree.remove(&k) {
+                        self.failed(e);
+                        break;
+                    }
                     if tree_no == 0 {
                         if matches!(state, Some((_, false))) {
                             self.count("expired_never_passed", 1);

@@ -378,11 +378,21 @@ fn housekeeping(shared: &Shared, idle: Duration) {
             _ => shared.exit("socket removed or replaced"),
         }
         shared.db.persist_counters();
+        exit_on_io_failure(shared);
         log_expired(
             shared
                 .db
                 .expire(&mut cursors, now, shared.max_age_ms, EXPIRY_STEP),
         );
+    }
+}
+
+/// sled refuses every operation after an I/O error, even once space is back: exit, and the
+/// next request starts a keeper that opens the store again from what is on disk.
+fn exit_on_io_failure(shared: &Shared) {
+    if let Some(e) = shared.db.io_failure() {
+        logging::error(&format!("store: {e}"));
+        shared.exit("store I/O error; the next keeper opens the store again");
     }
 }
 
@@ -546,6 +556,7 @@ fn serve_connection(shared: &Shared, stream: UnixStream) -> std::io::Result<()> 
         let reply = handle(shared, &fields).unwrap_or_else(|e| vec!["ERR".into(), e]);
         let refs: Vec<&str> = reply.iter().map(String::as_str).collect();
         write_frame(&mut writer, &refs)?;
+        exit_on_io_failure(shared);
     }
     Ok(())
 }
