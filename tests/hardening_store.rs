@@ -447,8 +447,8 @@ fn postinst_in_namespace(t: &TestDir, setup: &str) -> (String, Vec<String>) {
 }
 
 #[test]
-fn root_creates_a_missing_state_directory_for_the_greyspf_user() {
-    if !have_root("root_creates_a_missing_state_directory_for_the_greyspf_user") {
+fn root_works_for_the_greyspf_user_when_it_exists() {
+    if !have_root("root_works_for_the_greyspf_user_when_it_exists") {
         return;
     }
     let t = TestDir::new("rootmk");
@@ -458,16 +458,23 @@ fn root_creates_a_missing_state_directory_for_the_greyspf_user() {
         .iter()
         .map(|a| format!("'{a}'"))
         .collect();
-    // An administrator's first command, run as root before anything else.
+    // An administrator's first command, run as root before anything else; then, with the
+    // user greyspf present, a root-owned directory is refused to root as well.
     let out = with_greyspf_user(
         &t,
         &format!(
             "{BIN} {} check --client-address 192.0.2.1 --sender a@example.org \
                --recipient b@example.com
              cd {}
-             stat -c '%u %a %n' . keeper.lock store",
+             stat -c '%u %a %n' . keeper.lock store
+             mkdir -m 0700 /var/lib/rootowned
+             {BIN} {} -o state_directory=/var/lib/rootowned --check-config \
+               >/dev/null 2>&1 || echo \"check-config: $?\"
+             {BIN} {} -o state_directory=/var/lib/rootowned --check-config 2>&1 >/dev/null || true",
             args.join(" "),
-            t.state().display()
+            t.state().display(),
+            args.join(" "),
+            args.join(" "),
         ),
     );
     assert_eq!(
@@ -478,7 +485,11 @@ fn root_creates_a_missing_state_directory_for_the_greyspf_user() {
              client_address=192.0.2.1, sender=a@example.org, recipient=b@example.com\n\
              {GREYSPF_UID} 700 .\n\
              {GREYSPF_UID} 600 keeper.lock\n\
-             {GREYSPF_UID} 755 store\n"
+             {GREYSPF_UID} 755 store\n\
+             check-config: 78\n\
+             greyspf: configuration error: state directory /var/lib/rootowned is owned by \
+             root, but the user greyspf exists and the policy processes Postfix runs as \
+             greyspf could not use it; fix: chown -R greyspf: /var/lib/rootowned\n"
         )
     );
 }

@@ -18,8 +18,9 @@ pub struct DirFacts {
 }
 
 /// Why greyspf, running as `euid`, must not use a state directory with these facts, with
-/// the command that repairs it; `None` when it is fine.
-pub fn problem(dir: &Path, f: DirFacts, euid: u32) -> Option<String> {
+/// the command that repairs it; `None` when it is fine. `service_uid` is the uid of the
+/// user greyspf when that user exists.
+pub fn problem(dir: &Path, f: DirFacts, euid: u32, service_uid: Option<u32>) -> Option<String> {
     let d = dir.display();
     if !f.is_dir {
         return Some(format!("{d} is not a directory"));
@@ -40,6 +41,19 @@ pub fn problem(dir: &Path, f: DirFacts, euid: u32) -> Option<String> {
              chown -R {me}: {d}"
         ));
     }
+    if let Some(service) = service_uid
+        && euid == 0
+        && f.uid == 0
+        && service != 0
+    {
+        // Root could use it, but the instances Postfix runs as greyspf could not: the
+        // administrator's command would turn greylisting off for everyone else.
+        return Some(format!(
+            "{d} is owned by root, but the user {SERVICE_USER} exists and the policy \
+             processes Postfix runs as {SERVICE_USER} could not use it; fix: \
+             chown -R {SERVICE_USER}: {d}"
+        ));
+    }
     None
 }
 
@@ -49,6 +63,14 @@ fn facts(meta: &std::fs::Metadata) -> DirFacts {
         mode: meta.mode(),
         uid: meta.uid(),
     }
+}
+
+/// The service user's uid, looked up only by root (the only case that needs it).
+fn service_uid() -> Option<u32> {
+    if euid() != 0 {
+        return None;
+    }
+    user_ids(SERVICE_USER).map(|(uid, _)| uid)
 }
 
 fn euid() -> u32 {
@@ -66,7 +88,7 @@ pub fn check(dir: &Path) -> Result<(), StoreError> {
             Ok(m)
         }
     }) {
-        Ok(m) => match problem(dir, facts(&m), euid()) {
+        Ok(m) => match problem(dir, facts(&m), euid(), service_uid()) {
             Some(p) => Err(StoreError::StateDirUnsafe(p)),
             None => Ok(()),
         },
@@ -176,25 +198,30 @@ mod tests {
     #[test]
     fn decisions() {
         let d = Path::new("/var/lib/greyspf");
-        assert_eq!(problem(d, f(0o700, 110), 110), None);
-        assert_eq!(problem(d, f(0o755, 0), 0), None);
-        assert_eq!(problem(d, f(0o700, 110), 0), None);
-        let p = problem(d, f(0o770, 110), 110).unwrap();
+        assert_eq!(problem(d, f(0o700, 110), 110, None), None);
+        assert_eq!(problem(d, f(0o755, 0), 0, None), None);
+        assert_eq!(problem(d, f(0o700, 110), 0, Some(110)), None);
+        let p = problem(d, f(0o770, 110), 110, None).unwrap();
         assert!(p.contains("group- or world-writable (mode 0770)"), "{p}");
         assert!(p.ends_with("fix: chmod 0700 /var/lib/greyspf"), "{p}");
-        let p = problem(d, f(0o700, 0), 110).unwrap();
+        let p = problem(d, f(0o700, 0), 110, None).unwrap();
         assert!(
             p.starts_with("/var/lib/greyspf is owned by root, but"),
             "{p}"
         );
         assert!(p.contains("fix: chown -R "), "{p}");
+        let p = problem(d, f(0o700, 0), 0, Some(110)).unwrap();
+        assert!(
+            p.ends_with("fix: chown -R greyspf: /var/lib/greyspf"),
+            "{p}"
+        );
         let not_dir = DirFacts {
             is_dir: false,
             mode: 0o100600,
             uid: 110,
         };
         assert_eq!(
-            problem(d, not_dir, 110).as_deref(),
+            problem(d, not_dir, 110, None).as_deref(),
             Some("/var/lib/greyspf is not a directory")
         );
     }
