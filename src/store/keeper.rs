@@ -158,6 +158,22 @@ fn classify(e: &sled::Error) -> OpenFailure {
     }
 }
 
+/// Whether the file system of `dir` has at least 1 MiB and one inode free for us; true
+/// when that cannot be told.
+fn has_room(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return true;
+    };
+    // SAFETY: statvfs is plain data, valid when zeroed.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st is writable.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return true;
+    }
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    free >= 1 << 20 && st.f_favail > 0
+}
+
 /// Opens the store. `Ok(None)`: another keeper holds it. A store sled reports as damaged is
 /// moved aside with a timestamp and a fresh one is started, so mail keeps flowing; one the
 /// system could not open (a full disk, say) is kept for the next start.
@@ -196,6 +212,14 @@ fn open_store(dir: &Path, flush: Duration) -> Result<Option<sled::Db>, StoreErro
                 }
                 OpenFailure::Damaged => e.to_string(),
             },
+            // A panic is no verdict on the data: on a full disk, keep the store.
+            Err(_) if !has_room(dir) => {
+                return Err(open_error(
+                    "the store library panicked while opening it on a full disk \
+                     (store kept; will try again)"
+                        .into(),
+                ));
+            }
             Err(_) => "the store library panicked while opening it".to_string(),
         };
         if moved {
@@ -596,6 +620,11 @@ mod tests {
     fn accept_pause_grows_to_a_second() {
         let ms: Vec<u128> = (1..=8).map(|n| accept_pause(n).as_millis()).collect();
         assert_eq!(ms, [20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[test]
+    fn room_on_a_file_system() {
+        assert!(has_room(&std::env::temp_dir()));
     }
 
     #[test]
