@@ -60,6 +60,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     if cli.check_config {
         print!("{}", cfg.render());
+        if let Err(e) = crate::store::statedir::check(&cfg.state_directory) {
+            eprintln!("greyspf: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
         return EXIT_OK;
     }
     let detach = matches!(cli.command, Some(Command::Keeper { detach: true }));

@@ -722,13 +722,13 @@ fn keeper_of_another_version_is_asked_to_retire() {
     );
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(actions(&out), vec![GREYLISTED.to_string()]);
-    assert_eq!(
-        fake.join().unwrap(),
-        vec![
-            format!("HELLO {}", env!("CARGO_PKG_VERSION")),
-            "RETIRE".to_string()
-        ]
-    );
+    // HELLO carries the version and the digest of the keeper-side settings.
+    let frames = fake.join().unwrap();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    let hello = format!("HELLO {} ", env!("CARGO_PKG_VERSION"));
+    assert!(frames[0].starts_with(&hello), "{frames:?}");
+    assert_eq!(frames[0].len(), hello.len() + 16, "{frames:?}");
+    assert_eq!(frames[1], "RETIRE");
     assert_eq!(
         t.keeper_pids().len(),
         1,

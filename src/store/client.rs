@@ -3,14 +3,14 @@
 //! than the store timeout.
 
 use std::io::{BufReader, BufWriter};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::wire::{read_frame, write_frame};
-use super::{StoreError, socket_path, start_lock_path};
+use super::{StoreError, settings_digest, socket_path, start_lock_path, statedir};
 use crate::config::{Config, Sources};
 use crate::greylist::decide::{Timers, Verdict};
 
@@ -44,9 +44,13 @@ pub struct KeeperClient {
     sources: Sources,
     timeout: Duration,
     conn: Option<Conn>,
+    /// Digest of the keeper-side settings, sent with HELLO.
+    digest: String,
     /// After a failed start, later requests do not try again before this instant, so a
     /// broken store costs one timeout per interval, not one per request.
     retry_after: Option<Instant>,
+    /// Failed starts in a row: the wait before the next attempt grows with them.
+    failures: u32,
     /// Counters not yet handed to the keeper (store failures among them).
     pending_counts: std::collections::BTreeMap<String, u64>,
 }
@@ -56,12 +60,19 @@ const COUNT_BATCH: u64 = 64;
 
 impl KeeperClient {
     pub fn new(cfg: &Config) -> Self {
+        // Said at start and in full: with a directory the instances cannot use, every
+        // request gets the store-failure action, and greylisting is off.
+        if let Err(e) = statedir::check(&cfg.state_directory) {
+            crate::logging::error(&format!("greylisting is off: {e}"));
+        }
         KeeperClient {
             dir: cfg.state_directory.clone(),
             sources: cfg.sources.clone(),
             timeout: cfg.store_timeout,
+            digest: settings_digest(cfg),
             conn: None,
             retry_after: None,
+            failures: 0,
             pending_counts: std::collections::BTreeMap::new(),
         }
     }
@@ -139,15 +150,7 @@ impl KeeperClient {
             let conn = match self.connect_once() {
                 Ok(c) => Some(c),
                 Err(_) => {
-                    // The store holds addresses: keep the directory private from the start.
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(&self.dir)
-                        .map_err(|source| StoreError::StateDir {
-                            path: self.dir.display().to_string(),
-                            source,
-                        })?;
+                    statedir::prepare(&self.dir)?;
                     let lock = StartLock::acquire(&self.dir, deadline, self.timeout)?;
                     let c = match self.connect_once() {
                         Ok(c) => c,
@@ -169,11 +172,15 @@ impl KeeperClient {
                 }
             };
             let Some(mut c) = conn else { continue };
-            write_frame(&mut c.writer, &["HELLO", crate::VERSION]).map_err(StoreError::Io)?;
+            write_frame(&mut c.writer, &["HELLO", crate::VERSION, &self.digest])
+                .map_err(StoreError::Io)?;
             let reply = read_frame(&mut c.reader).map_err(StoreError::Io)?;
             match reply.as_deref() {
-                Some([h, v]) if h == "HELLO" && v == crate::VERSION => return Ok(c),
-                Some([h, _]) if h == "HELLO" && !retired => {
+                Some([h, v, d]) if h == "HELLO" && v == crate::VERSION && *d == self.digest => {
+                    return Ok(c);
+                }
+                // Another version, or a keeper started with other settings.
+                Some([h, ..]) if h == "HELLO" && !retired => {
                     let _ = write_frame(&mut c.writer, &["RETIRE"]);
                     let _ = read_frame(&mut c.reader);
                     retired = true;
@@ -220,9 +227,13 @@ impl KeeperClient {
             let mut conn = match self.conn.take() {
                 Some(c) => c,
                 None => match self.connect() {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        self.failures = 0;
+                        c
+                    }
                     Err(e) => {
-                        self.retry_after = Some(Instant::now() + Duration::from_secs(1));
+                        self.failures = self.failures.saturating_add(1);
+                        self.retry_after = Some(Instant::now() + retry_delay(self.failures));
                         return Err(e);
                     }
                 },
@@ -323,6 +334,13 @@ fn parse_verdict(reply: &[String]) -> Result<Verdict, StoreError> {
     }
 }
 
+/// How long an instance leaves the keeper alone after `failures` failed starts in a row:
+/// each attempt may cost a request the whole store timeout, so a store that stays down
+/// must cost less and less often, up to once a minute.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
 /// An exclusive flock on the start lock file, so concurrent instances start one keeper.
 struct StartLock(std::fs::File);
 
@@ -333,20 +351,33 @@ impl StartLock {
         timeout: Duration,
     ) -> Result<StartLock, StoreError> {
         let path = start_lock_path(dir);
-        // flock works on a read-only descriptor, so a lock file that root created for an
-        // admin command stays usable by the unprivileged instances.
-        let f = std::fs::File::open(&path)
-            .or_else(|_| {
-                std::fs::OpenOptions::new()
+        let err = |source| StoreError::StateDir {
+            path: path.display().to_string(),
+            source,
+        };
+        // flock works on a read-only descriptor. O_NOFOLLOW: whoever can plant a symlink
+        // here must not make us create or lock a file elsewhere.
+        let f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let f = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
-            })
-            .map_err(|source| StoreError::StateDir {
-                path: path.display().to_string(),
-                source,
-            })?;
+                    .map_err(err)?;
+                // Root's admin command must not leave a lock file the instances cannot open.
+                statedir::give_to_owner(dir, &f).map_err(err)?;
+                f
+            }
+            Err(e) => return Err(err(e)),
+        };
         loop {
             // SAFETY: a valid open descriptor.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -364,5 +395,16 @@ impl Drop for StartLock {
     fn drop(&mut self) {
         // SAFETY: a valid open descriptor.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

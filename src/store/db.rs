@@ -3,12 +3,13 @@
 //! privacy mode. Only the keeper holds a `Db`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use crate::greylist::decide::{self, AwlEntry, Entry, Timers, Verdict};
 use crate::net::Network;
@@ -92,55 +93,105 @@ pub struct Db {
     whitelist_nets: Mutex<Vec<Network>>,
     /// Serialises read-modify-write decisions.
     lock: Mutex<()>,
-    secret: Option<Vec<u8>>,
+    secret: Option<Hmac<Sha256>>,
+    /// The first I/O error sled reported. After one, sled refuses every later operation,
+    /// even once the cause (a full disk, say) is gone: the keeper must exit so that a
+    /// new one opens the store again from what is on disk.
+    io_failure: Mutex<Option<String>>,
 }
 
 type DbResult<T> = Result<T, String>;
+
+/// Takes a lock even when a thread panicked while holding it: each holder leaves the data
+/// consistent at every step (sled is the truth, the maps are caches and counters), and a
+/// keeper that refused every decision after one panic would turn greylisting off.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn err(e: sled::Error) -> String {
     e.to_string()
 }
 
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+/// The keyed hash, set up once from the secret and cloned for each use.
+fn keyed_mac(key: &[u8]) -> DbResult<Hmac<Sha256>> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).map_err(|e| format!("privacy secret: {e}"))
+}
+
+fn hmac_sha256(mac: &Hmac<Sha256>, data: &[u8]) -> [u8; 32] {
+    let mut mac = mac.clone();
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn secret_error(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// Why a secret file with these permission bits may not be used, if it may not: a key that
+/// others can read lets them reverse the hashes of guessable addresses.
+pub fn secret_mode_problem(mode: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "readable or writable by others (mode {:04o}); it must be 0600: chmod 0600 it, or \
+             remove it to start over with a new secret (stored keys are then forgotten)",
+            mode & 0o7777
+        )
+    })
 }
 
 /// Reads the per-install secret, creating it (mode 0600) on first use.
 fn load_secret(dir: &Path) -> DbResult<Vec<u8>> {
     let path = dir.join("privacy.secret");
-    match std::fs::read(&path) {
-        Ok(s) if s.len() >= 32 => return Ok(s),
-        Ok(_) => return Err(format!("{}: secret too short", path.display())),
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let mode = f.metadata().map_err(|e| secret_error(&path, e))?.mode();
+            if let Some(why) = secret_mode_problem(mode) {
+                return Err(secret_error(&path, why));
+            }
+            let mut s = Vec::new();
+            f.read_to_end(&mut s).map_err(|e| secret_error(&path, e))?;
+            if s.len() < 32 {
+                return Err(secret_error(&path, "secret too short"));
+            }
+            return Ok(s);
+        }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("{}: {e}", path.display()));
+            return Err(secret_error(&path, e));
         }
         Err(_) => {}
     }
     let mut secret = vec![0u8; 32];
     std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
+        .and_then(|mut f| f.read_exact(&mut secret))
         .map_err(|e| format!("/dev/urandom: {e}"))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(&secret)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    write_atomically(&path, &secret).map_err(|e| secret_error(&path, e))?;
     Ok(secret)
+}
+
+/// Writes a new file whole or not at all: a crash or a full disk must never leave a short
+/// secret behind, which would refuse every later start.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 impl Db {
@@ -160,7 +211,7 @@ impl Db {
             }
         }
         let secret = if privacy {
-            Some(load_secret(dir)?)
+            Some(keyed_mac(&load_secret(dir)?)?)
         } else {
             None
         };
@@ -174,9 +225,24 @@ impl Db {
             whitelist_nets: Mutex::new(Vec::new()),
             lock: Mutex::new(()),
             secret,
+            io_failure: Mutex::new(None),
         };
         d.reload_whitelist()?;
         Ok(d)
+    }
+
+    /// Turns a sled error into ours, noting an I/O error for `io_failure`.
+    fn failed(&self, e: sled::Error) -> String {
+        let text = e.to_string();
+        if matches!(e, sled::Error::Io(_)) {
+            locked(&self.io_failure).get_or_insert_with(|| text.clone());
+        }
+        text
+    }
+
+    /// The I/O error that left this store unusable, if one did.
+    pub fn io_failure(&self) -> Option<String> {
+        locked(&self.io_failure).clone()
     }
 
     /// A key part as stored: the value itself, or its keyed hash in privacy mode.
@@ -201,13 +267,12 @@ impl Db {
     }
 
     pub fn count(&self, name: &str, n: u64) {
-        if let Ok(mut c) = self.counters.lock() {
-            // Counting runs on every decision: allocate a key only for a new counter.
-            match c.get_mut(name) {
-                Some(v) => *v += n,
-                None => {
-                    c.insert(name.to_string(), n);
-                }
+        let mut c = locked(&self.counters);
+        // Counting runs on every decision: allocate a key only for a new counter.
+        match c.get_mut(name) {
+            Some(v) => *v += n,
+            None => {
+                c.insert(name.to_string(), n);
             }
         }
     }
@@ -218,19 +283,19 @@ impl Db {
     }
 
     pub fn persist_counters(&self) {
-        let snapshot = match self.counters.lock() {
-            Ok(c) => c.clone(),
-            Err(_) => return,
-        };
+        let snapshot = locked(&self.counters).clone();
         for (k, v) in snapshot {
-            let _ = self.counters_tree.insert(k.as_bytes(), &v.to_be_bytes());
+            if let Err(e) = self.counters_tree.insert(k.as_bytes(), &v.to_be_bytes()) {
+                self.failed(e);
+                return;
+            }
         }
     }
 
     fn reload_whitelist(&self) -> DbResult<()> {
         let mut nets = Vec::new();
         for item in self.whitelist.iter() {
-            let (k, _) = item.map_err(err)?;
+            let (k, _) = item.map_err(|e| self.failed(e))?;
             if let Some(n) = std::str::from_utf8(&k)
                 .ok()
                 .and_then(|s| s.parse::<Network>().ok())
@@ -238,9 +303,7 @@ impl Db {
                 nets.push(n);
             }
         }
-        if let Ok(mut w) = self.whitelist_nets.lock() {
-            *w = nets;
-        }
+        *locked(&self.whitelist_nets) = nets;
         Ok(())
     }
 
@@ -257,26 +320,19 @@ impl Db {
     ) -> DbResult<Verdict> {
         self.count("requests", 1);
         let ip = address.parse::<std::net::IpAddr>().ok();
-        let listed = ip.is_some_and(|ip| {
-            self.whitelist_nets
-                .lock()
-                .map(|w| w.iter().any(|n| n.contains(ip)))
-                .unwrap_or(false)
-        });
+        let listed =
+            ip.is_some_and(|ip| locked(&self.whitelist_nets).iter().any(|n| n.contains(ip)));
         if listed {
             self.count("store_whitelist_hits", 1);
             return Ok(Verdict::Whitelisted);
         }
         let key = self.triplet_key(client, sender, recipient);
         let awl_key = self.key_part(address);
-        let _guard = self
-            .lock
-            .lock()
-            .map_err(|_| "decision lock poisoned".to_string())?;
+        let _guard = locked(&self.lock);
         let awl_entry = if t.awl_clients > 0 {
             self.awl
                 .get(awl_key.as_bytes())
-                .map_err(err)?
+                .map_err(|e| self.failed(e))?
                 .and_then(|v| AwlEntry::decode(&v))
         } else {
             None
@@ -289,7 +345,7 @@ impl Db {
             if decide::awl_needs_write(awl_entry, &updated, t) {
                 self.awl
                     .insert(awl_key.as_bytes(), &updated.encode())
-                    .map_err(err)?;
+                    .map_err(|e| self.failed(e))?;
             }
             self.count("awl_hits", 1);
             return Ok(Verdict::ClientAwl);
@@ -297,18 +353,20 @@ impl Db {
         let stored = self
             .triplets
             .get(&key)
-            .map_err(err)?
+            .map_err(|e| self.failed(e))?
             .and_then(|v| Entry::decode(&v));
         let (entry, verdict) = decide::decide_triplet(stored, now, t);
         if decide::entry_needs_write(stored, &entry, t) {
-            self.triplets.insert(key, &entry.encode()).map_err(err)?;
+            self.triplets
+                .insert(key, &entry.encode())
+                .map_err(|e| self.failed(e))?;
         }
         if verdict.passes() && t.awl_clients > 0 {
             let counted = decide::awl_count(awl_entry, now, t);
             if decide::awl_needs_write(awl_entry, &counted, t) {
                 self.awl
                     .insert(awl_key.as_bytes(), &counted.encode())
-                    .map_err(err)?;
+                    .map_err(|e| self.failed(e))?;
             }
             if counted.count == t.awl_clients && awl_entry.is_none_or(|a| a.count < t.awl_clients) {
                 self.count("awl_added", 1);
@@ -329,7 +387,7 @@ impl Db {
 
     /// Counter values (every known counter, zero if never counted) and store sizes.
     pub fn stats(&self) -> Vec<(String, u64)> {
-        let c = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let c = locked(&self.counters).clone();
         let mut out: Vec<(String, u64)> = COUNTERS
             .iter()
             .map(|k| (k.to_string(), c.get(*k).copied().unwrap_or(0)))
@@ -389,13 +447,15 @@ impl Db {
 
     pub fn delete(&self, f: &Filter) -> DbResult<u64> {
         let keys: Vec<sled::IVec> = self.matching(f).map(|(k, _)| k).collect();
-        let _guard = self
-            .lock
-            .lock()
-            .map_err(|_| "decision lock poisoned".to_string())?;
+        let _guard = locked(&self.lock);
         let mut n = 0;
         for k in keys {
-            if self.triplets.remove(k).map_err(err)?.is_some() {
+            if self
+                .triplets
+                .remove(k)
+                .map_err(|e| self.failed(e))?
+                .is_some()
+            {
                 n += 1;
             }
         }
@@ -406,7 +466,7 @@ impl Db {
         let added = self
             .whitelist
             .insert(net.to_string().as_bytes(), &[])
-            .map_err(err)?
+            .map_err(|e| self.failed(e))?
             .is_none();
         self.reload_whitelist()?;
         Ok(added)
@@ -416,7 +476,7 @@ impl Db {
         let removed = self
             .whitelist
             .remove(net.to_string().as_bytes())
-            .map_err(err)?
+            .map_err(|e| self.failed(e))?
             .is_some();
         self.reload_whitelist()?;
         Ok(removed)
@@ -457,8 +517,11 @@ impl Db {
                 };
                 let expired = state.is_none_or(|(l, _)| now.saturating_sub(l) > max_age_ms);
                 if expired {
-                    let Ok(_guard) = self.lock.lock() else { break };
-                    let _ = tree.remove(&k);
+                    let _guard = locked(&self.lock);
+                    if let Err(e) = tree.remove(&k) {
+                        self.failed(e);
+                        break;
+                    }
                     if tree_no == 0 {
                         if matches!(state, Some((_, false))) {
                             self.count("expired_never_passed", 1);
@@ -486,12 +549,46 @@ mod tests {
 
     #[test]
     fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let key = keyed_mac(b"Jefe").unwrap();
+        let mac = hmac_sha256(&key, b"what do ya want for nothing?");
         let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn decisions_go_on_after_a_panic_under_the_lock() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let d = Db::new(db, &std::env::temp_dir(), false).unwrap();
+        let t = Timers {
+            delay_ms: 1000,
+            retry_window_ms: 1000,
+            max_age_ms: 1000,
+            awl_clients: 0,
+            awl_interval_ms: 0,
+        };
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let _held = d.lock.lock().unwrap();
+                let _c = d.counters.lock().unwrap();
+                panic!("a decision panics");
+            });
+            assert!(h.join().is_err());
+        });
+        assert!(d.lock.is_poisoned());
+        let v = d.grey("192.0.2.0/24", "a@x", "b@y", "192.0.2.1", &t, 5);
+        assert!(matches!(v, Ok(Verdict::New { .. })), "{v:?}");
+        assert!(d.stats().contains(&("new".to_string(), 1)));
+    }
+
+    #[test]
+    fn secret_modes() {
+        assert_eq!(secret_mode_problem(0o100600), None);
+        assert_eq!(secret_mode_problem(0o100400), None);
+        assert!(secret_mode_problem(0o100640).unwrap().contains("mode 0640"));
+        assert!(secret_mode_problem(0o100604).is_some());
     }
 
     #[test]

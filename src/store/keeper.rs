@@ -26,8 +26,36 @@ struct Shared {
     active: AtomicUsize,
     last_activity_ms: AtomicU64,
     max_age_ms: u64,
+    /// The digest of the settings this keeper was started with, told in HELLO.
+    digest: String,
     socket: PathBuf,
     socket_ino: u64,
+}
+
+/// Counts one connection as active for as long as it lives: dropped on every way out of
+/// the connection's thread, a panic included, and when the thread could not be started,
+/// so a lost connection cannot keep the keeper from its idle exit.
+struct Active(Arc<Shared>);
+
+impl Active {
+    fn new(shared: &Arc<Shared>) -> Active {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+        Active(Arc::clone(shared))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The pause after `errors` failed accepts in a row: a descriptor shortage must not spin
+/// a core, and clears itself when connections end.
+fn accept_pause(errors: u32) -> Duration {
+    Duration::from_millis(10u64 << errors.min(7)).min(Duration::from_secs(1))
 }
 
 impl Shared {
@@ -104,8 +132,51 @@ fn is_lock_error(e: &sled::Error) -> bool {
     e.to_string().contains("could not acquire lock")
 }
 
-/// Opens the store. `Ok(None)`: another keeper holds it. A store sled cannot read is moved
-/// aside with a timestamp and a fresh one is started, so mail keeps flowing.
+/// What a failed open means for the store on disk.
+#[derive(Debug, PartialEq, Eq)]
+enum OpenFailure {
+    /// Another keeper holds it.
+    Locked,
+    /// The operating system refused (full disk, no descriptors, I/O error, permissions):
+    /// the store may be intact, so keep it and try again later.
+    System,
+    /// sled read it and found it damaged or in a format it does not know.
+    Damaged,
+}
+
+fn classify(e: &sled::Error) -> OpenFailure {
+    match e {
+        _ if is_lock_error(e) => OpenFailure::Locked,
+        // An error with an errno came from a system call; one without it is sled's own
+        // verdict on what it read (a short or garbled file).
+        sled::Error::Io(io) if io.raw_os_error().is_some() => OpenFailure::System,
+        sled::Error::Io(_)
+        | sled::Error::Corruption { .. }
+        | sled::Error::Unsupported(_)
+        | sled::Error::ReportableBug(_)
+        | sled::Error::CollectionNotFound(_) => OpenFailure::Damaged,
+    }
+}
+
+/// Whether the file system of `dir` has at least 1 MiB and one inode free for us; true
+/// when that cannot be told.
+fn has_room(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return true;
+    };
+    // SAFETY: statvfs is plain data, valid when zeroed.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st is writable.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return true;
+    }
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    free >= 1 << 20 && st.f_favail > 0
+}
+
+/// Opens the store. `Ok(None)`: another keeper holds it. A store sled reports as damaged is
+/// moved aside with a timestamp and a fresh one is started, so mail keeps flowing; one the
+/// system could not open (a full disk, say) is kept for the next start.
 fn open_store(dir: &Path, flush: Duration) -> Result<Option<sled::Db>, StoreError> {
     let path = db_path(dir);
     let flush_ms = flush.as_millis().max(1) as u64;
@@ -118,39 +189,45 @@ fn open_store(dir: &Path, flush: Duration) -> Result<Option<sled::Db>, StoreErro
                 .open()
         })
     };
+    let open_error = |message: String| StoreError::Open {
+        path: path.display().to_string(),
+        message,
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let mut moved = false;
     loop {
         let failure = match open() {
             Ok(Ok(db)) => return Ok(Some(db)),
-            Ok(Err(e)) if is_lock_error(&e) => {
-                // A retiring keeper releases the lock a moment after it says goodbye.
-                if std::time::Instant::now() >= deadline {
-                    return Ok(None);
+            Ok(Err(e)) => match classify(&e) {
+                OpenFailure::Locked => {
+                    // A retiring keeper releases the lock a moment after it says goodbye.
+                    if std::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
                 }
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
+                OpenFailure::System => {
+                    return Err(open_error(format!("{e} (store kept; will try again)")));
+                }
+                OpenFailure::Damaged => e.to_string(),
+            },
+            // A panic is no verdict on the data: on a full disk, keep the store.
+            Err(_) if !has_room(dir) => {
+                return Err(open_error(
+                    "the store library panicked while opening it on a full disk \
+                     (store kept; will try again)"
+                        .into(),
+                ));
             }
-            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(StoreError::Open {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                });
-            }
-            Ok(Err(e)) => e.to_string(),
             Err(_) => "the store library panicked while opening it".to_string(),
         };
         if moved {
-            return Err(StoreError::Open {
-                path: path.display().to_string(),
-                message: failure,
-            });
+            return Err(open_error(failure));
         }
         let aside = dir.join(format!("store.corrupt-{}", now_ms() / 1000));
-        std::fs::rename(&path, &aside).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            message: format!("{failure}; moving it aside failed: {e}"),
-        })?;
+        std::fs::rename(&path, &aside)
+            .map_err(|e| open_error(format!("{failure}; moving it aside failed: {e}")))?;
         logging::error(&format!(
             "store {} unreadable ({failure}): moved to {} and started a fresh store",
             path.display(),
@@ -185,15 +262,10 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
     // Before any thread exists (sled starts its own), so that every thread inherits the mask.
     let signals = block_stop_signals();
     let dir = &cfg.state_directory;
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|source| StoreError::StateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-    }
+    super::statedir::prepare(dir)?;
     drop_privileges(dir)?;
+    // Checked again as the user that will own the files.
+    super::statedir::check(dir)?;
     let Some(db) = open_store(dir, cfg.store_flush_interval)? else {
         return Ok(());
     };
@@ -225,28 +297,59 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
         active: AtomicUsize::new(0),
         last_activity_ms: AtomicU64::new(now_ms()),
         max_age_ms: cfg.greylist_max_age.as_millis() as u64,
+        digest: super::settings_digest(cfg),
         socket: sock,
         socket_ino,
     });
     let idle = cfg.keeper_idle_timeout;
     {
         let shared = Arc::clone(&shared);
-        std::thread::spawn(move || housekeeping(&shared, idle));
+        spawn_thread("housekeeping", move || housekeeping(&shared, idle))?;
     }
     {
         let shared = Arc::clone(&shared);
-        std::thread::spawn(move || {
+        spawn_thread("signals", move || {
             let mut sig: libc::c_int = 0;
             // SAFETY: the set was initialised by block_stop_signals; sig is writable.
             if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
                 shared.exit(&format!("signal {sig}"));
             }
-        });
+        })?;
     }
+    accept_loop(&shared, &listener);
+    Ok(())
+}
+
+fn spawn_thread(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| StoreError::Db(format!("starting the {name} thread: {e}")))
+}
+
+/// Serves each connection from a peer of our own uid (or root) on a thread of its own.
+fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
     // SAFETY: plain libc call.
     let me = unsafe { libc::geteuid() };
+    let mut errors = 0u32;
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(s) => {
+                errors = 0;
+                s
+            }
+            Err(e) => {
+                if errors == 0 {
+                    logging::warning(&format!("keeper: accept: {e}"));
+                }
+                errors = errors.saturating_add(1);
+                std::thread::sleep(accept_pause(errors));
+                continue;
+            }
+        };
         match peer_uid(&stream) {
             Some(uid) if uid == me || uid == 0 => {}
             other => {
@@ -254,18 +357,18 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
                 continue;
             }
         }
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
-        let shared = Arc::clone(&shared);
-        std::thread::spawn(move || {
-            if let Err(e) = serve_connection(&shared, stream) {
+        let active = Active::new(shared);
+        let spawned = spawn_thread("connection", move || {
+            if let Err(e) = serve_connection(&active.0, stream) {
                 logging::warning(&format!("keeper: connection ended: {e}"));
             }
-            shared.last_activity_ms.store(now_ms(), Ordering::SeqCst);
-            shared.active.fetch_sub(1, Ordering::SeqCst);
         });
+        // The closure, the stream and the guard are dropped: the client sees the
+        // connection close and tries again.
+        if let Err(e) = spawned {
+            logging::warning(&format!("keeper: {e}"));
+        }
     }
-    Ok(())
 }
 
 /// Blocks TERM, INT and HUP in this thread and every thread spawned after it, so that one
@@ -299,11 +402,21 @@ fn housekeeping(shared: &Shared, idle: Duration) {
             _ => shared.exit("socket removed or replaced"),
         }
         shared.db.persist_counters();
+        exit_on_io_failure(shared);
         log_expired(
             shared
                 .db
                 .expire(&mut cursors, now, shared.max_age_ms, EXPIRY_STEP),
         );
+    }
+}
+
+/// sled refuses every operation after an I/O error, even once space is back: exit, and the
+/// next request starts a keeper that opens the store again from what is on disk.
+fn exit_on_io_failure(shared: &Shared) {
+    if let Some(e) = shared.db.io_failure() {
+        logging::error(&format!("store: {e}"));
+        shared.exit("store I/O error; the next keeper opens the store again");
     }
 }
 
@@ -375,7 +488,11 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
         v
     };
     match field(f, 0) {
-        "HELLO" => Ok(vec!["HELLO".into(), crate::VERSION.into()]),
+        "HELLO" => Ok(vec![
+            "HELLO".into(),
+            crate::VERSION.into(),
+            shared.digest.clone(),
+        ]),
         "GREY" => {
             let t = Timers {
                 delay_ms: num(f, 5)?,
@@ -458,11 +575,67 @@ fn serve_connection(shared: &Shared, stream: UnixStream) -> std::io::Result<()> 
         }
         if fields.first().map(String::as_str) == Some("RETIRE") {
             let _ = write_frame(&mut writer, &["BYE"]);
-            shared.exit("asked to retire by a client of another version");
+            shared.exit("asked to retire by a client of another version or with other settings");
         }
         let reply = handle(shared, &fields).unwrap_or_else(|e| vec!["ERR".into(), e]);
         let refs: Vec<&str> = reply.iter().map(String::as_str).collect();
         write_frame(&mut writer, &refs)?;
+        exit_on_io_failure(shared);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let dir = std::env::temp_dir();
+        Arc::new(Shared {
+            db: Db::new(db, &dir, false).unwrap(),
+            active: AtomicUsize::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            max_age_ms: 0,
+            digest: String::new(),
+            socket: PathBuf::new(),
+            socket_ino: 0,
+        })
+    }
+
+    #[test]
+    fn a_panicking_connection_is_no_longer_counted() {
+        let s = shared();
+        let active = Active::new(&s);
+        assert_eq!(s.active.load(Ordering::SeqCst), 1);
+        let t = std::thread::spawn(move || {
+            let _keep = active;
+            panic!("connection thread panics");
+        });
+        assert!(t.join().is_err());
+        assert_eq!(s.active.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn accept_pause_grows_to_a_second() {
+        let ms: Vec<u128> = (1..=8).map(|n| accept_pause(n).as_millis()).collect();
+        assert_eq!(ms, [20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[test]
+    fn room_on_a_file_system() {
+        assert!(has_room(&std::env::temp_dir()));
+    }
+
+    #[test]
+    fn open_failures_are_told_apart() {
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(classify(&full), OpenFailure::System);
+        let emfile = sled::Error::Io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(classify(&emfile), OpenFailure::System);
+        let short = sled::Error::Io(std::io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(classify(&short), OpenFailure::Damaged);
+        let bad = sled::Error::Unsupported("format".into());
+        assert_eq!(classify(&bad), OpenFailure::Damaged);
+    }
 }

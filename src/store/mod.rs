@@ -4,9 +4,14 @@
 pub mod client;
 pub mod db;
 pub mod keeper;
+pub mod statedir;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
 
 /// Everything that can go wrong between an instance and the store.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +21,8 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("state directory {0}")]
+    StateDirUnsafe(String),
     #[error("store {path}: {message}")]
     Open { path: String, message: String },
     #[error("keeper socket {path}: {source}")]
@@ -53,4 +60,22 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A digest of the settings the keeper applies on its own (privacy, expiry, flush, idle
+/// exit). Instances send theirs with HELLO and retire a keeper started with others, as
+/// they do for another version: otherwise whichever process started the keeper would
+/// silently decide for all.
+pub fn settings_digest(cfg: &Config) -> String {
+    let text = format!(
+        "privacy={} max_age_ms={} flush_ms={} idle_ms={}",
+        cfg.greylist_privacy,
+        cfg.greylist_max_age.as_millis(),
+        cfg.store_flush_interval.as_millis(),
+        cfg.keeper_idle_timeout.as_millis()
+    );
+    Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
