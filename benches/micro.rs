@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use greyspf::config::Config;
 use greyspf::greylist::decide::{Timers, decide_triplet};
 use greyspf::greylist::key::normalize_sender;
+use greyspf::greylist::{GreyQuery, Greylister};
 use greyspf::protocol::{Block, Reader};
-use greyspf::store::client::{GreyQuery, Greylister, KeeperClient};
+use greyspf::store::client::KeeperClient;
 
 /// Runs `f` repeatedly for about `budget` and returns ns per call (best of 5 rounds).
 fn measure(budget: Duration, mut f: impl FnMut()) -> f64 {
@@ -131,7 +132,7 @@ fn main() {
     let Ok(cfg) = Config::defaults_with(&overrides) else {
         return;
     };
-    let mut client = KeeperClient::new(&cfg);
+    let mut client = KeeperClient::new(&greyspf::app::client_settings(&cfg));
     let deadline = Instant::now() + Duration::from_secs(5);
     while client.call(&["HELLO", greyspf::VERSION]).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

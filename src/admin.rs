@@ -3,11 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::config::Config;
 use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::net::{self, Network};
 use crate::store::StoreError;
-use crate::store::client::KeeperClient;
+use crate::store::client::{ClientSettings, KeeperClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -17,6 +16,15 @@ pub enum AdminError {
     Keeper(String),
     #[error("{0}")]
     Usage(String),
+}
+
+/// What the commands need: how to reach the keeper, and how greylisting forms its keys.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub client: ClientSettings,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub privacy: bool,
 }
 
 /// Which entries `list` and `delete` select, as the administrator typed them.
@@ -55,8 +63,8 @@ pub fn json_str(s: &str) -> String {
     o
 }
 
-pub fn stats(cfg: &Config, json: bool) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(cfg);
+pub fn stats(settings: &AdminSettings, json: bool) -> Result<String, AdminError> {
+    let mut k = KeeperClient::new(&settings.client);
     let rest = expect_ok(k.call(&["STATS"])?)?;
     let pairs: Vec<(&str, &str)> = rest
         .chunks(2)
@@ -82,12 +90,12 @@ pub fn stats(cfg: &Config, json: bool) -> Result<String, AdminError> {
 /// Turns the administrator's selection into the keeper's filter fields: a client address
 /// becomes its greylisting network, senders and recipients are normalised as greylisting
 /// does, so what is typed matches what is stored.
-fn filter_fields(cfg: &Config, s: &Selection) -> Vec<String> {
+fn filter_fields(settings: &AdminSettings, s: &Selection) -> Vec<String> {
     let client = s
         .client
         .as_deref()
         .map(|c| match c.parse::<std::net::IpAddr>() {
-            Ok(ip) => net::client_network(ip, cfg.greylist_ipv4_prefix, cfg.greylist_ipv6_prefix),
+            Ok(ip) => net::client_network(ip, settings.ipv4_prefix, settings.ipv6_prefix),
             Err(_) => c.to_string(),
         });
     vec![
@@ -117,14 +125,14 @@ fn time(ms: &str) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
-pub fn list(cfg: &Config, s: &Selection, json: bool) -> Result<String, AdminError> {
-    if cfg.greylist_privacy && s.pattern.is_some() {
+pub fn list(settings: &AdminSettings, s: &Selection, json: bool) -> Result<String, AdminError> {
+    if settings.privacy && s.pattern.is_some() {
         return Err(AdminError::Usage(
             "--pattern cannot match hashed keys (greylist_privacy = yes)".into(),
         ));
     }
-    let mut k = KeeperClient::new(cfg);
-    let fields = filter_fields(cfg, s);
+    let mut k = KeeperClient::new(&settings.client);
+    let fields = filter_fields(settings, s);
     let rest = expect_ok(k.call(&with_cmd("LIST", &fields))?)?;
     let mut out = String::new();
     if json {
@@ -165,7 +173,7 @@ pub fn list(cfg: &Config, s: &Selection, json: bool) -> Result<String, AdminErro
     Ok(out)
 }
 
-pub fn delete(cfg: &Config, s: &Selection, all: bool) -> Result<String, AdminError> {
+pub fn delete(settings: &AdminSettings, s: &Selection, all: bool) -> Result<String, AdminError> {
     let empty =
         s.client.is_none() && s.sender.is_none() && s.recipient.is_none() && s.pattern.is_none();
     if empty && !all {
@@ -173,13 +181,13 @@ pub fn delete(cfg: &Config, s: &Selection, all: bool) -> Result<String, AdminErr
             "delete needs --client, --sender, --recipient, --pattern or --all".into(),
         ));
     }
-    if cfg.greylist_privacy && s.pattern.is_some() {
+    if settings.privacy && s.pattern.is_some() {
         return Err(AdminError::Usage(
             "--pattern cannot match hashed keys (greylist_privacy = yes)".into(),
         ));
     }
-    let mut k = KeeperClient::new(cfg);
-    let fields = filter_fields(cfg, s);
+    let mut k = KeeperClient::new(&settings.client);
+    let fields = filter_fields(settings, s);
     let rest = expect_ok(k.call(&with_cmd("DELETE", &fields))?)?;
     Ok(format!(
         "deleted {} entries\n",
@@ -187,8 +195,8 @@ pub fn delete(cfg: &Config, s: &Selection, all: bool) -> Result<String, AdminErr
     ))
 }
 
-pub fn purge(cfg: &Config) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(cfg);
+pub fn purge(settings: &AdminSettings) -> Result<String, AdminError> {
+    let mut k = KeeperClient::new(&settings.client);
     let rest = expect_ok(k.call(&["PURGE"])?)?;
     Ok(format!(
         "purged; {} entries expired without ever passing\n",
@@ -196,8 +204,12 @@ pub fn purge(cfg: &Config) -> Result<String, AdminError> {
     ))
 }
 
-pub fn whitelist(cfg: &Config, cmd: &str, network: Option<&str>) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(cfg);
+pub fn whitelist(
+    settings: &AdminSettings,
+    cmd: &str,
+    network: Option<&str>,
+) -> Result<String, AdminError> {
+    let mut k = KeeperClient::new(&settings.client);
     match (cmd, network) {
         ("list", _) => {
             let rest = expect_ok(k.call(&["WLLIST"])?)?;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::admin;
+use crate::admin::AdminSettings;
 use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
 use crate::config::{Config, KEYS, Sources};
 use crate::greylist::decide::Timers;
@@ -18,7 +19,8 @@ use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
 use crate::server::ServerSettings;
 use crate::spf::SpfSettings;
-use crate::store::{client::KeeperClient, keeper, now_ms};
+use crate::store::client::{ClientSettings, KeeperClient};
+use crate::store::{KeeperSettings, keeper, now_ms};
 
 /// Exit codes (sysexits): usage, runtime and configuration errors differ.
 pub const EXIT_OK: i32 = 0;
@@ -84,7 +86,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
                 logging::error(&format!("keeper: {e}"));
                 return EXIT_RUNTIME;
             }
-            match keeper::run(&cfg) {
+            match keeper::run(&keeper_settings(&cfg)) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
                     logging::error(&format!("keeper: {e}"));
@@ -96,20 +98,30 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         }
         Some(Command::Check(args)) => check(&cfg, args),
-        Some(Command::Stats { json }) => admin_out(admin::stats(&cfg, json)),
+        Some(Command::Stats { json }) => admin_out(admin::stats(&admin_settings(&cfg), json)),
         Some(Command::List {
             filter,
             state,
             json,
-        }) => admin_out(admin::list(&cfg, &selection(filter, state), json)),
-        Some(Command::Delete { filter, all }) => {
-            admin_out(admin::delete(&cfg, &selection(filter, None), all))
-        }
-        Some(Command::Purge) => admin_out(admin::purge(&cfg)),
+        }) => admin_out(admin::list(
+            &admin_settings(&cfg),
+            &selection(filter, state),
+            json,
+        )),
+        Some(Command::Delete { filter, all }) => admin_out(admin::delete(
+            &admin_settings(&cfg),
+            &selection(filter, None),
+            all,
+        )),
+        Some(Command::Purge) => admin_out(admin::purge(&admin_settings(&cfg))),
         Some(Command::Whitelist { action }) => admin_out(match action {
-            WhitelistAction::Add { network } => admin::whitelist(&cfg, "add", Some(&network)),
-            WhitelistAction::Remove { network } => admin::whitelist(&cfg, "remove", Some(&network)),
-            WhitelistAction::List => admin::whitelist(&cfg, "list", None),
+            WhitelistAction::Add { network } => {
+                admin::whitelist(&admin_settings(&cfg), "add", Some(&network))
+            }
+            WhitelistAction::Remove { network } => {
+                admin::whitelist(&admin_settings(&cfg), "remove", Some(&network))
+            }
+            WhitelistAction::List => admin::whitelist(&admin_settings(&cfg), "list", None),
         }),
     }
 }
@@ -246,8 +258,45 @@ pub fn server_settings(cfg: &Config) -> ServerSettings {
     }
 }
 
+/// The store keeper's part of the configuration.
+pub fn keeper_settings(cfg: &Config) -> KeeperSettings {
+    KeeperSettings {
+        state_directory: cfg.state_directory.clone(),
+        privacy: cfg.greylist_privacy,
+        max_age: cfg.greylist_max_age,
+        flush_interval: cfg.store_flush_interval,
+        idle_timeout: cfg.keeper_idle_timeout,
+    }
+}
+
+/// How instances and commands reach the keeper, and start one configured as they are.
+pub fn client_settings(cfg: &Config) -> ClientSettings {
+    let mut keeper_args: Vec<OsString> = Vec::new();
+    if let Some(f) = &cfg.sources.file {
+        keeper_args.extend(["-c".into(), f.clone().into_os_string()]);
+    }
+    for o in &cfg.sources.overrides {
+        keeper_args.extend(["-o".into(), o.into()]);
+    }
+    ClientSettings {
+        keeper: keeper_settings(cfg),
+        timeout: cfg.store_timeout,
+        keeper_args,
+    }
+}
+
+/// The administrator's commands' part of the configuration.
+pub fn admin_settings(cfg: &Config) -> AdminSettings {
+    AdminSettings {
+        client: client_settings(cfg),
+        ipv4_prefix: cfg.greylist_ipv4_prefix,
+        ipv6_prefix: cfg.greylist_ipv6_prefix,
+        privacy: cfg.greylist_privacy,
+    }
+}
+
 fn serve(cfg: &Config) -> i32 {
-    let mut store = KeeperClient::new(cfg);
+    let mut store = KeeperClient::new(&client_settings(cfg));
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
     match crate::server::serve(stdin, stdout, &server_settings(cfg), &mut store) {
@@ -278,7 +327,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
     for w in wl.refresh() {
         logging::warning(&w);
     }
-    let mut store = KeeperClient::new(cfg);
+    let mut store = KeeperClient::new(&client_settings(cfg));
     let spf = crate::spf::LazySpf::new(spf_settings(cfg));
     let mut out = std::io::stdout().lock();
     // The SPF results are shown from a separate evaluation so that the administrator sees

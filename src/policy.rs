@@ -9,10 +9,10 @@ use crate::date::rfc2822;
 use crate::greylist::decide::{Timers, Verdict};
 use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::greylist::whitelist::Whitelists;
+use crate::greylist::{GreyQuery, Greylister};
 use crate::net::{self, Network};
 use crate::protocol::Request;
 use crate::spf::{Identity, Spf, SpfOutcome, SpfResult};
-use crate::store::client::{GreyQuery, Greylister};
 
 /// What the pipeline needs of the configuration; the composition root builds it.
 #[derive(Debug, Clone)]
@@ -484,7 +484,7 @@ fn log_line(fields: &[(&'static str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
+    use crate::greylist::StoreUnavailable;
     use std::collections::HashMap;
 
     /// The keeper's decision, in memory, with a clock the test moves.
@@ -497,9 +497,9 @@ mod tests {
     }
 
     impl Greylister for MemStore {
-        fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
+        fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable> {
             if self.fail {
-                return Err(StoreError::Timeout(std::time::Duration::from_secs(2)));
+                return Err(StoreUnavailable("keeper did not answer within 2s".into()));
             }
             let key = format!("{}|{}|{}", q.client_key, q.sender, q.recipient);
             self.queries.push(key.clone());

@@ -12,8 +12,7 @@ use greyspf::config::Config;
 use greyspf::greylist::decide::{Entry, Verdict, decide_triplet};
 use greyspf::protocol::{Block, Reader};
 use greyspf::server::{ServerSettings, serve};
-use greyspf::store::StoreError;
-use greyspf::store::client::{GreyQuery, Greylister};
+use greyspf::greylist::{GreyQuery, Greylister, StoreUnavailable};
 
 /// The keeper's triplet logic in memory. Its clock moves 100 s per question, so a triplet
 /// asked about again a few blocks later passes its delay and the header path is reached; every
@@ -26,10 +25,10 @@ pub struct MemStore {
 }
 
 impl Greylister for MemStore {
-    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable> {
         self.questions += 1;
         if self.questions.is_multiple_of(16) {
-            return Err(StoreError::Timeout(std::time::Duration::from_secs(2)));
+            return Err(StoreUnavailable("keeper did not answer within 2s".into()));
         }
         let now = 1_000_000_000 + self.questions * 100_000;
         let key = format!("{}|{}|{}", q.client_key, q.sender, q.recipient);

@@ -1,5 +1,34 @@
-//! Greylisting: triplet keys, the timer decision, and the whitelists.
+//! Greylisting: triplet keys, the timer decision, the whitelists, and the interface every
+//! store engine offers the decision pipeline.
 
 pub mod decide;
 pub mod key;
 pub mod whitelist;
+
+use decide::{Timers, Verdict};
+
+/// One greylist question for the store.
+#[derive(Debug, Clone)]
+pub struct GreyQuery<'a> {
+    pub client_key: &'a str,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    /// The exact client address, for the auto-whitelist.
+    pub client_address: &'a str,
+    pub timers: Timers,
+}
+
+/// Why the store could not answer: the request gets `store_failure_action`, and the
+/// serving loop logs this, rate-limited.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreUnavailable(pub String);
+
+/// Anything that can answer greylist questions: the keeper's client, or a test double.
+pub trait Greylister {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable>;
+    /// Adds to counters the store cannot see for itself (whitelist hits, SPF results).
+    fn count(&mut self, _name: &str) {}
+    /// Called at end of input: a last chance to hand over what is still held back.
+    fn finish(&mut self) {}
+}

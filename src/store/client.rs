@@ -10,38 +10,30 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::wire::{read_frame, write_frame};
-use super::{StoreError, settings_digest, socket_path, start_lock_path, statedir};
-use crate::config::{Config, Sources};
-use crate::greylist::decide::{Timers, Verdict};
-
-/// One greylist question for the keeper.
-#[derive(Debug, Clone)]
-pub struct GreyQuery<'a> {
-    pub client_key: &'a str,
-    pub sender: &'a str,
-    pub recipient: &'a str,
-    /// The exact client address, for the auto-whitelist.
-    pub client_address: &'a str,
-    pub timers: Timers,
-}
-
-/// Anything that can answer greylist questions: the keeper, or a test double.
-pub trait Greylister {
-    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError>;
-    /// Adds to counters the keeper cannot see for itself (whitelist hits, SPF results).
-    fn count(&mut self, _name: &str) {}
-    /// Called at end of input: a last chance to hand over what is still held back.
-    fn finish(&mut self) {}
-}
+use super::{KeeperSettings, StoreError, socket_path, start_lock_path, statedir};
+use crate::greylist::decide::Verdict;
+use crate::greylist::{GreyQuery, Greylister, StoreUnavailable};
+use std::ffi::OsString;
 
 struct Conn {
     reader: BufReader<UnixStream>,
     writer: BufWriter<UnixStream>,
 }
 
+/// What a keeper client needs: the keeper's own settings (for the state directory and the
+/// HELLO digest), how long to wait, and the arguments that start a keeper configured as
+/// this process is.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub keeper: KeeperSettings,
+    pub timeout: Duration,
+    /// `-c FILE` and `-o key=value` arguments, given before `keeper --detach`.
+    pub keeper_args: Vec<OsString>,
+}
+
 pub struct KeeperClient {
     dir: PathBuf,
-    sources: Sources,
+    keeper_args: Vec<OsString>,
     timeout: Duration,
     conn: Option<Conn>,
     /// Digest of the keeper-side settings, sent with HELLO.
@@ -59,17 +51,18 @@ pub struct KeeperClient {
 const COUNT_BATCH: u64 = 64;
 
 impl KeeperClient {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(settings: &ClientSettings) -> Self {
+        let dir = &settings.keeper.state_directory;
         // Said at start and in full: with a directory the instances cannot use, every
         // request gets the store-failure action, and greylisting is off.
-        if let Err(e) = statedir::check(&cfg.state_directory) {
+        if let Err(e) = statedir::check(dir) {
             crate::logging::error(&format!("greylisting is off: {e}"));
         }
         KeeperClient {
-            dir: cfg.state_directory.clone(),
-            sources: cfg.sources.clone(),
-            timeout: cfg.store_timeout,
-            digest: settings_digest(cfg),
+            dir: dir.clone(),
+            keeper_args: settings.keeper_args.clone(),
+            timeout: settings.timeout,
+            digest: settings.keeper.digest(),
             conn: None,
             retry_after: None,
             failures: 0,
@@ -124,12 +117,7 @@ impl KeeperClient {
     fn start_keeper(&self) -> Result<(), StoreError> {
         let exe = std::env::current_exe().map_err(StoreError::Spawn)?;
         let mut cmd = std::process::Command::new(exe);
-        if let Some(f) = &self.sources.file {
-            cmd.arg("-c").arg(f);
-        }
-        for o in &self.sources.overrides {
-            cmd.arg("-o").arg(o);
-        }
+        cmd.args(&self.keeper_args);
         // Never hand the smtpd socket (our stdio) to a process that outlives the session.
         cmd.arg("keeper")
             .arg("--detach")
@@ -285,7 +273,15 @@ impl Greylister for KeeperClient {
         self.send_counts();
     }
 
-    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable> {
+        self.ask_keeper(q)
+            .map_err(|e| StoreUnavailable(e.to_string()))
+    }
+}
+
+impl KeeperClient {
+    /// One GREY round trip, with the counts held back sent first.
+    fn ask_keeper(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreError> {
         if !self.pending_counts.is_empty() && self.conn.is_some() {
             self.send_counts();
         }

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use super::db::{Db, Filter, instance_counter};
 use super::wire::{read_frame, write_frame};
-use super::{StoreError, db_path, now_ms, socket_path};
-use crate::config::Config;
+use super::{KeeperSettings, StoreError, db_path, now_ms, socket_path};
 use crate::greylist::decide::{Timers, Verdict};
 use crate::logging;
 use crate::net::Network;
@@ -258,18 +257,18 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 }
 
 /// Runs the keeper until it is idle, retired, or its socket is taken away.
-pub fn run(cfg: &Config) -> Result<(), StoreError> {
+pub fn run(settings: &KeeperSettings) -> Result<(), StoreError> {
     // Before any thread exists (sled starts its own), so that every thread inherits the mask.
     let signals = block_stop_signals();
-    let dir = &cfg.state_directory;
+    let dir = &settings.state_directory;
     super::statedir::prepare(dir)?;
     drop_privileges(dir)?;
     // Checked again as the user that will own the files.
     super::statedir::check(dir)?;
-    let Some(db) = open_store(dir, cfg.store_flush_interval)? else {
+    let Some(db) = open_store(dir, settings.flush_interval)? else {
         return Ok(());
     };
-    let db = Db::new(db, dir, cfg.greylist_privacy).map_err(StoreError::Db)?;
+    let db = Db::new(db, dir, settings.privacy).map_err(StoreError::Db)?;
 
     let sock = socket_path(dir);
     // We hold the store lock, so a socket file left here belongs to a dead keeper.
@@ -296,12 +295,12 @@ pub fn run(cfg: &Config) -> Result<(), StoreError> {
         db,
         active: AtomicUsize::new(0),
         last_activity_ms: AtomicU64::new(now_ms()),
-        max_age_ms: cfg.greylist_max_age.as_millis() as u64,
-        digest: super::settings_digest(cfg),
+        max_age_ms: settings.max_age.as_millis() as u64,
+        digest: settings.digest(),
         socket: sock,
         socket_ino,
     });
-    let idle = cfg.keeper_idle_timeout;
+    let idle = settings.idle_timeout;
     {
         let shared = Arc::clone(&shared);
         spawn_thread("housekeeping", move || housekeeping(&shared, idle))?;

@@ -8,10 +8,9 @@ pub mod statedir;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-
-use crate::config::Config;
 
 /// Everything that can go wrong between an instance and the store.
 #[derive(Debug, thiserror::Error)]
@@ -62,20 +61,32 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A digest of the settings the keeper applies on its own (privacy, expiry, flush, idle
-/// exit). Instances send theirs with HELLO and retire a keeper started with others, as
-/// they do for another version: otherwise whichever process started the keeper would
-/// silently decide for all.
-pub fn settings_digest(cfg: &Config) -> String {
-    let text = format!(
-        "privacy={} max_age_ms={} flush_ms={} idle_ms={}",
-        cfg.greylist_privacy,
-        cfg.greylist_max_age.as_millis(),
-        cfg.store_flush_interval.as_millis(),
-        cfg.keeper_idle_timeout.as_millis()
-    );
-    Sha256::digest(text.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// What the keeper applies on its own: where the store is, privacy, expiry, flush and
+/// idle exit. The composition root builds it from the configuration.
+#[derive(Debug, Clone)]
+pub struct KeeperSettings {
+    pub state_directory: PathBuf,
+    pub privacy: bool,
+    pub max_age: Duration,
+    pub flush_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl KeeperSettings {
+    /// A digest of the settings the keeper applies on its own. Instances send theirs with
+    /// HELLO and retire a keeper started with others, as they do for another version:
+    /// otherwise whichever process started the keeper would silently decide for all.
+    pub fn digest(&self) -> String {
+        let text = format!(
+            "privacy={} max_age_ms={} flush_ms={} idle_ms={}",
+            self.privacy,
+            self.max_age.as_millis(),
+            self.flush_interval.as_millis(),
+            self.idle_timeout.as_millis()
+        );
+        Sha256::digest(text.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
