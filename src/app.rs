@@ -12,6 +12,7 @@ use crate::admin;
 use crate::admin::AdminSettings;
 use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
 use crate::config::{Config, KEYS, Sources};
+use crate::date::now_ms;
 use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
@@ -20,7 +21,7 @@ use crate::protocol::Request;
 use crate::server::ServerSettings;
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
-use crate::store::{KeeperSettings, keeper, now_ms};
+use crate::store::{KeeperSettings, keeper};
 
 /// Exit codes (sysexits): usage, runtime and configuration errors differ.
 pub const EXIT_OK: i32 = 0;

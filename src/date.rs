@@ -1,4 +1,13 @@
-//! Dates as mail headers write them (RFC 5322 §3.3), from the store's clock in milliseconds.
+//! The clock (milliseconds since the epoch, as the store keeps time) and dates as mail
+//! headers write them (RFC 5322 §3.3).
+
+/// Milliseconds since the epoch: the clock of greylisting and the store.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|dur| dur.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// `Sun, 22 Nov 2026 02:43:33 +0000` for a time in milliseconds since the epoch.
 pub fn rfc2822(ms: u64) -> String {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod date;
+pub mod dns;
 pub mod greylist;
 pub mod logging;
 pub mod net;

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 
+use crate::date::now_ms;
 use crate::greylist::Greylister;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
 use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::{Block, ProtocolError, Reader, write_reply};
-use crate::store::now_ms;
 
 /// Store failures are logged at most this often: a dead store must not flood syslog.
 const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);

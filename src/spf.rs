@@ -9,156 +9,22 @@
 //! match IPv4 clients, and its public API gives no way to correct that from outside. The
 //! module docs of `eval` and `record` list the readings chosen where the RFC leaves room.
 
-mod cache;
 mod eval;
 #[doc(hidden)]
 pub mod fuzzing;
 mod record;
-mod udp;
+mod types;
 
-use std::cell::RefCell;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::hickory_resolver::TokioResolver;
-use mail_auth::hickory_resolver::config::{
-    NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
-use mail_auth::hickory_resolver::net::{DnsError, NetError};
-use mail_auth::hickory_resolver::proto::op::Message;
-use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use mail_auth::hickory_resolver::system_conf::read_system_conf;
-use mail_auth::{AuthenticationResults, MessageAuthenticator, ReceivedSpf, SpfOutput};
+use mail_auth::{AuthenticationResults, ReceivedSpf, SpfOutput};
 
-use cache::{AnswerCache, Weight};
-use eval::{Answer, Dns, Request};
-
-/// The results of RFC 7208 §2.6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SpfResult {
-    Pass,
-    Fail,
-    SoftFail,
-    Neutral,
-    None,
-    TempError,
-    PermError,
-}
-
-impl SpfResult {
-    /// The lower-case name used in headers, logs and configuration lists.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SpfResult::Pass => "pass",
-            SpfResult::Fail => "fail",
-            SpfResult::SoftFail => "softfail",
-            SpfResult::Neutral => "neutral",
-            SpfResult::None => "none",
-            SpfResult::TempError => "temperror",
-            SpfResult::PermError => "permerror",
-        }
-    }
-
-    fn to_mail_auth(self) -> mail_auth::SpfResult {
-        match self {
-            SpfResult::Pass => mail_auth::SpfResult::Pass,
-            SpfResult::Fail => mail_auth::SpfResult::Fail,
-            SpfResult::SoftFail => mail_auth::SpfResult::SoftFail,
-            SpfResult::Neutral => mail_auth::SpfResult::Neutral,
-            SpfResult::None => mail_auth::SpfResult::None,
-            SpfResult::TempError => mail_auth::SpfResult::TempError,
-            SpfResult::PermError => mail_auth::SpfResult::PermError,
-        }
-    }
-}
-
-impl fmt::Display for SpfResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SpfResult {
-    type Err = SpfError;
-
-    /// Accepts the names of [`SpfResult::as_str`] in any case.
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        [
-            SpfResult::Pass,
-            SpfResult::Fail,
-            SpfResult::SoftFail,
-            SpfResult::Neutral,
-            SpfResult::None,
-            SpfResult::TempError,
-            SpfResult::PermError,
-        ]
-        .into_iter()
-        .find(|result| result.as_str().eq_ignore_ascii_case(value))
-        .ok_or_else(|| SpfError::UnknownResult(value.to_string()))
-    }
-}
-
-/// The identity checked (RFC 7208 §2.3, §2.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Identity {
-    Helo,
-    MailFrom,
-}
-
-impl fmt::Display for Identity {
-    /// The `identity=` values of Received-SPF: `helo`, `mailfrom`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Identity::Helo => "helo",
-            Identity::MailFrom => "mailfrom",
-        })
-    }
-}
-
-/// Which trace header a result is rendered as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderKind {
-    /// RFC 7208 §9.1.
-    ReceivedSpf,
-    /// RFC 8601, with `authserv_id` as the authentication service.
-    AuthenticationResults,
-    /// No header: [`SpfOutcome::header`] is empty.
-    None,
-}
-
-impl FromStr for HeaderKind {
-    type Err = SpfError;
-
-    /// `received-spf`, `authentication-results` or `none`, in any case.
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.to_ascii_lowercase().as_str() {
-            "received-spf" => Ok(HeaderKind::ReceivedSpf),
-            "authentication-results" => Ok(HeaderKind::AuthenticationResults),
-            "none" => Ok(HeaderKind::None),
-            _ => Err(SpfError::UnknownHeader(value.to_string())),
-        }
-    }
-}
-
-/// The result of one identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpfOutcome {
-    pub identity: Identity,
-    pub result: SpfResult,
-    /// The domain checked: the HELO name or the domain of the sender, lower case.
-    pub domain: String,
-    /// The domain's `exp=` explanation, on fail only; printable ASCII, at most 512 bytes.
-    pub explanation: Option<String>,
-    /// Why the result is a permerror or temperror (for logs and `greyspf check`, never
-    /// for the client).
-    pub reason: Option<String>,
-    /// The trace header on one line, without the line end, e.g.
-    /// `Received-SPF: pass (...) receiver=...;`; empty with [`HeaderKind::None`].
-    pub header: String,
-}
+use crate::dns::{Answer, DnsClient, DnsSettings, Lookup};
+use eval::{Dns, Request};
+pub use types::{HeaderKind, Identity, SpfError, SpfOutcome, SpfResult};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpfSettings {
@@ -186,53 +52,10 @@ pub trait Spf {
     fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
 }
 
-/// Errors of setting the checker up, and of parsing configuration values of this module.
-#[derive(Debug, thiserror::Error)]
-pub enum SpfError {
-    #[error("cannot start the DNS runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-    #[error("cannot read the system resolver configuration: {0}")]
-    SystemResolver(String),
-    #[error("cannot set up the DNS resolver: {0}")]
-    Resolver(String),
-    #[error(
-        "unknown SPF result \"{0}\" (expected pass, fail, softfail, neutral, none, temperror or permerror)"
-    )]
-    UnknownResult(String),
-    #[error("unknown SPF header \"{0}\" (expected received-spf, authentication-results or none)")]
-    UnknownHeader(String),
-}
-
 /// Checks SPF identities; built once per process and reused for every request.
 pub struct SpfChecker {
-    runtime: tokio::runtime::Runtime,
-    authenticator: MessageAuthenticator,
-    udp: udp::UdpTransport,
-    caches: RefCell<Caches>,
+    dns: DnsClient,
     settings: SpfSettings,
-}
-
-/// The answer caches of one instance, by record type. The budgets add up to 640 kB: about
-/// two thousand SPF records, enough for the HELO names and sender domains that come back
-/// within their TTL in the life of an smtpd process, with an instance under 5 MB.
-struct Caches {
-    txt: AnswerCache<Vec<u8>>,
-    a: AnswerCache<Ipv4Addr>,
-    aaaa: AnswerCache<Ipv6Addr>,
-    mx: AnswerCache<String>,
-    ptr: AnswerCache<String>,
-}
-
-impl Caches {
-    fn new() -> Caches {
-        Caches {
-            txt: AnswerCache::new(512 << 10),
-            a: AnswerCache::new(32 << 10),
-            aaaa: AnswerCache::new(32 << 10),
-            mx: AnswerCache::new(32 << 10),
-            ptr: AnswerCache::new(32 << 10),
-        }
-    }
 }
 
 impl fmt::Debug for SpfChecker {
@@ -245,38 +68,12 @@ impl fmt::Debug for SpfChecker {
 
 impl SpfChecker {
     pub fn new(settings: SpfSettings) -> Result<Self, SpfError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(SpfError::Runtime)?;
-        let (config, mut options) = match settings.dns_server {
-            Some(server) => {
-                let mut nameserver = NameServerConfig::udp_and_tcp(server.ip());
-                for connection in &mut nameserver.connections {
-                    connection.port = server.port();
-                }
-                (
-                    ResolverConfig::from_name_servers(vec![nameserver]),
-                    ResolverOpts::default(),
-                )
-            }
-            None => read_system_conf().map_err(|e| SpfError::SystemResolver(e.to_string()))?,
-        };
-        tune_resolver(&mut options, settings.timeout);
-        let udp = udp::UdpTransport::new(&config, settings.dns_retransmit);
-        // The resolver registers with the runtime it is created in.
-        let authenticator = {
-            let _context = runtime.enter();
-            MessageAuthenticator::new(config, options)
-                .map_err(|e| SpfError::Resolver(e.to_string()))?
-        };
-        Ok(SpfChecker {
-            runtime,
-            authenticator,
-            udp,
-            caches: RefCell::new(Caches::new()),
-            settings,
-        })
+        let dns = DnsClient::new(&DnsSettings {
+            server: settings.dns_server,
+            retransmit: settings.dns_retransmit,
+            deadline: settings.timeout,
+        })?;
+        Ok(SpfChecker { dns, settings })
     }
 
     /// HELO identity; returns None when helo is empty or not a domain name (skip).
@@ -340,16 +137,11 @@ impl SpfChecker {
     fn evaluate(&self, request: &Request<'_>, domain: &str) -> eval::Verdict {
         let timeout = self.settings.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let resolver = Resolver {
-            dns: self.authenticator.resolver(),
-            udp: &self.udp,
-            caches: &self.caches,
-            deadline,
-        };
-        self.runtime.block_on(async {
+        let lookup = SpfDns(self.dns.lookup(deadline));
+        self.dns.block_on(async {
             // A query gives up at the deadline by itself; this bounds the rest (the
             // resolver's TCP path), and the query's own failure is seen first.
-            tokio::time::timeout_at(deadline, eval::check_host(&resolver, request, domain))
+            tokio::time::timeout_at(deadline, eval::check_host(&lookup, request, domain))
                 .await
                 .unwrap_or_else(|_| eval::Verdict {
                     result: SpfResult::TempError,
@@ -408,23 +200,6 @@ fn none_verdict() -> eval::Verdict {
     }
 }
 
-/// Per-query timeout and retries so that one dead nameserver costs at most half the
-/// deadline: each lookup is tried twice for a quarter of it, within 100 ms and 5 s.
-fn tune_resolver(options: &mut ResolverOpts, deadline: Duration) {
-    options.timeout = (deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    // `attempts` counts retries after the first try.
-    options.attempts = 1;
-    // The question must come back in the random case it was sent in (RFC 5452 §9.1),
-    // as on the UDP path.
-    options.case_randomization = true;
-    // SPF is about what the domain publishes in the DNS, never about local host files.
-    options.use_hosts_file = ResolveHosts::Never;
-    // Answers are cached by the checker, compactly (src/spf/cache.rs): the resolver's own
-    // cache keeps whole messages, and its default of 8192 answers grew an instance past
-    // 10 MB.
-    options.cache_size = 0;
-}
-
 /// The domain of an identity as RFC 7208 §4.3 wants it checked: without a trailing dot, at
 /// least two labels of 1 to 63 letters, digits, hyphens or underscores, at most 253
 /// characters, and a top label that is not all digits (that would be an address).
@@ -466,224 +241,28 @@ fn one_line(header: &str) -> String {
     line
 }
 
-/// The process resolver and the answer caches, as seen by the evaluation of one identity.
-struct Resolver<'a> {
-    dns: &'a TokioResolver,
-    udp: &'a udp::UdpTransport,
-    caches: &'a RefCell<Caches>,
-    /// The identity's deadline: queries are sent again until then, not after.
-    deadline: tokio::time::Instant,
-}
+/// The DNS client as the evaluation asks it.
+struct SpfDns<'a>(Lookup<'a>);
 
-impl Resolver<'_> {
-    /// A cached answer when there is a valid one, otherwise a query whose answer is kept
-    /// for its TTL (a void answer for the SOA's negative TTL; without one, not at all).
-    async fn lookup<T: Clone + Weight>(
-        &self,
-        name: &str,
-        record_type: RecordType,
-        cache: fn(&mut Caches) -> &mut AnswerCache<T>,
-        extract: impl Fn(&RData) -> Option<T>,
-    ) -> Answer<T> {
-        if let Some(answer) = cache(&mut self.caches.borrow_mut()).get(name, Instant::now()) {
-            return answer;
-        }
-        let (answer, until) = self.query(name, record_type, extract).await;
-        if let Some(until) = until {
-            cache(&mut self.caches.borrow_mut()).put(name, &answer, until, Instant::now());
-        }
-        answer
-    }
-
-    async fn query<T>(
-        &self,
-        name: &str,
-        record_type: RecordType,
-        extract: impl Fn(&RData) -> Option<T>,
-    ) -> (Answer<T>, Option<Instant>) {
-        // Raw labels: a name built by a macro may hold characters a host name may not.
-        let Ok(query) = Name::from_labels(name.split('.').map(str::as_bytes)) else {
-            return (Answer::Void, None);
-        };
-        if self.udp.usable() {
-            match self.udp.query(&query, record_type, self.deadline).await {
-                udp::Reply::Answer(message) => return from_message(&query, &message, extract),
-                udp::Reply::Failed(error) => return (Answer::Failed(error), None),
-                // Too big for a datagram: the resolver asks again and falls back to TCP.
-                udp::Reply::Truncated => {}
-            }
-        }
-        match self.dns.lookup(query.clone(), record_type).await {
-            Ok(lookup) => (
-                found_or_void(&query, lookup.answers(), extract),
-                Some(lookup.valid_until()),
-            ),
-            Err(NetError::Dns(DnsError::NoRecordsFound(none))) => (
-                Answer::Void,
-                none.negative_ttl
-                    .map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl))),
-            ),
-            Err(error) if error.is_no_records_found() => (Answer::Void, None),
-            Err(error) => (Answer::Failed(error.to_string()), None),
-        }
-    }
-}
-
-/// The records of the wanted type owned by `name` or, when `name` is an alias, by the end of
-/// its CNAME chain: Found, or Void when there is none. Records of any other owner are not
-/// the answer to the question, whatever their type: a server or forger that slips them in
-/// is ignored.
-fn found_or_void<T>(
-    name: &Name,
-    records: &[Record],
-    extract: impl Fn(&RData) -> Option<T>,
-) -> Answer<T> {
-    let owner = chain_end(name, records);
-    let found: Vec<T> = records
-        .iter()
-        .filter(|record| record.name == *owner)
-        .filter_map(|record| extract(&record.data))
-        .collect();
-    if found.is_empty() {
-        Answer::Void
-    } else {
-        Answer::Found(found)
-    }
-}
-
-/// The name the CNAME chain of `records` leads to from `name` (`name` itself without one).
-/// Names compare without regard to case; a loop ends after as many steps as there are
-/// records.
-fn chain_end<'a>(name: &'a Name, records: &'a [Record]) -> &'a Name {
-    let mut owner = name;
-    for _ in 0..records.len() {
-        let next = records.iter().find_map(|record| match &record.data {
-            RData::CNAME(target) if record.name == *owner => Some(&target.0),
-            _ => None,
-        });
-        match next {
-            Some(target) => owner = target,
-            None => break,
-        }
-    }
-    owner
-}
-
-/// The answer in a response (NOERROR or NXDOMAIN) and until when it may be kept: the
-/// smallest TTL of the answer section, or for a void answer the negative TTL of the SOA in
-/// the authority section (RFC 2308 §5; none without an SOA), as the resolver reckons them.
-fn from_message<T>(
-    name: &Name,
-    message: &Message,
-    extract: impl Fn(&RData) -> Option<T>,
-) -> (Answer<T>, Option<Instant>) {
-    let answer = found_or_void(name, &message.answers, extract);
-    let ttl = match answer {
-        Answer::Void => message
-            .authorities
-            .iter()
-            .find_map(|record| match &record.data {
-                RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
-                _ => None,
-            }),
-        _ => message.answers.iter().map(|record| record.ttl).min(),
-    };
-    let until = ttl.map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl)));
-    (answer, until)
-}
-
-impl Dns for Resolver<'_> {
+impl Dns for SpfDns<'_> {
     async fn txt(&self, name: &str) -> Answer<Vec<u8>> {
-        self.lookup(
-            name,
-            RecordType::TXT,
-            |c| &mut c.txt,
-            |data| match data {
-                RData::TXT(txt) => Some(txt.txt_data.iter().flatten().copied().collect()),
-                _ => None,
-            },
-        )
-        .await
+        self.0.txt(name).await
     }
 
-    async fn a(&self, name: &str) -> Answer<Ipv4Addr> {
-        self.lookup(
-            name,
-            RecordType::A,
-            |c| &mut c.a,
-            |data| match data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            },
-        )
-        .await
+    async fn a(&self, name: &str) -> Answer<std::net::Ipv4Addr> {
+        self.0.a(name).await
     }
 
-    async fn aaaa(&self, name: &str) -> Answer<Ipv6Addr> {
-        self.lookup(
-            name,
-            RecordType::AAAA,
-            |c| &mut c.aaaa,
-            |data| match data {
-                RData::AAAA(aaaa) => Some(aaaa.0),
-                _ => None,
-            },
-        )
-        .await
+    async fn aaaa(&self, name: &str) -> Answer<std::net::Ipv6Addr> {
+        self.0.aaaa(name).await
     }
 
     async fn mx(&self, name: &str) -> Answer<String> {
-        self.lookup(
-            name,
-            RecordType::MX,
-            |c| &mut c.mx,
-            |data| match data {
-                RData::MX(mx) => Some(host_name(&mx.exchange)),
-                _ => None,
-            },
-        )
-        .await
+        self.0.mx(name).await
     }
 
     async fn ptr(&self, ip: IpAddr) -> Answer<String> {
-        self.lookup(
-            &reverse_name(ip),
-            RecordType::PTR,
-            |c| &mut c.ptr,
-            |data| match data {
-                RData::PTR(ptr) => Some(host_name(&ptr.0)),
-                _ => None,
-            },
-        )
-        .await
-    }
-}
-
-/// A name from an answer, lower case, without the trailing dot ("" for the root). Labels are
-/// taken as raw bytes: the text forms of hickory escape characters that SPF treats literally.
-fn host_name(name: &Name) -> String {
-    let labels: Vec<String> = name
-        .iter()
-        .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
-        .collect();
-    labels.join(".")
-}
-
-/// The in-addr.arpa or ip6.arpa name of an address, without the trailing dot.
-fn reverse_name(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(ip) => {
-            let [a, b, c, d] = ip.octets();
-            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
-        }
-        IpAddr::V6(ip) => {
-            let mut name = String::with_capacity(72);
-            for byte in ip.octets().iter().rev() {
-                name.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
-            }
-            name.push_str("ip6.arpa");
-            name
-        }
+        self.0.ptr(ip).await
     }
 }
 
@@ -832,67 +411,5 @@ mod tests {
         );
         assert_eq!(one_line("A: b;\r\n\t c\r\n \td\r\n"), "A: b; c d");
         assert_eq!(one_line("A: b\nc\0d"), "A: b c d");
-    }
-
-    #[test]
-    fn reverse_names() {
-        assert_eq!(
-            reverse_name("192.0.2.1".parse().unwrap()),
-            "1.2.0.192.in-addr.arpa"
-        );
-        assert_eq!(
-            reverse_name("2001:db8::cb01".parse().unwrap()),
-            "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
-        );
-    }
-
-    #[test]
-    fn only_the_end_of_the_cname_chain_answers() {
-        use mail_auth::hickory_resolver::proto::rr::rdata::{A, CNAME};
-        let name = |text: &str| Name::from_labels(text.split('.').map(str::as_bytes)).unwrap();
-        let cname = |from: &str, to: &str| {
-            Record::from_rdata(name(from), 60, RData::CNAME(CNAME(name(to))))
-        };
-        let a = |owner: &str, last: u8| {
-            Record::from_rdata(name(owner), 60, RData::A(A::new(192, 0, 2, last)))
-        };
-        let extract = |data: &RData| match data {
-            RData::A(a) => Some(a.0.octets()[3]),
-            _ => None,
-        };
-        let records = [
-            a("other.example", 1),
-            cname("Alias.Example", "mid.example"),
-            a("mid.example", 2),
-            cname("MID.example", "end.example"),
-            a("END.example", 3),
-        ];
-        let answer = found_or_void(&name("alias.example"), &records, extract);
-        assert_eq!(answer, Answer::Found(vec![3]));
-        let direct = found_or_void(&name("other.example"), &records, extract);
-        assert_eq!(direct, Answer::Found(vec![1]));
-        // A loop ends; its names own no A record here.
-        let looped = [
-            cname("x.example", "y.example"),
-            cname("y.example", "x.example"),
-        ];
-        assert_eq!(
-            found_or_void(&name("x.example"), &looped, extract),
-            Answer::Void
-        );
-    }
-
-    #[test]
-    fn resolver_deadline_split() {
-        let mut options = ResolverOpts::default();
-        tune_resolver(&mut options, Duration::from_secs(10));
-        assert_eq!(
-            (options.timeout, options.attempts),
-            (Duration::from_millis(2500), 1)
-        );
-        tune_resolver(&mut options, Duration::from_millis(200));
-        assert_eq!(options.timeout, Duration::from_millis(100));
-        tune_resolver(&mut options, Duration::from_secs(60));
-        assert_eq!(options.timeout, Duration::from_secs(5));
     }
 }

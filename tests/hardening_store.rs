@@ -145,8 +145,13 @@ fn a_full_disk_keeps_the_store_and_its_triplets() {
     assert_eq!(keepers.len(), 1);
     kill9(keepers[0]);
     wait_for("the keeper to die", || t.keeper_pids().is_empty());
+    let (code, err) = s.finish();
+    assert_eq!((code, err.as_str()), (0, ""));
 
-    // The disk is full: every answer still comes, the configured one.
+    // The disk is full: every answer still comes, the configured one. A new instance, so
+    // that its first request starts a keeper (an instance that just lost its keeper waits
+    // a moment before it starts another).
+    let mut s = Session::start(&args);
     for (n, who) in ["192.0.2.7", "192.0.2.8", "192.0.2.9"].iter().enumerate() {
         let q = request(who, "c@example.org", "d@example.com", &format!("f{n}"));
         assert_eq!(s.ask(&q), STORE_DOWN, "request {n} on a full disk");

@@ -28,10 +28,11 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::SpfResult;
 use super::record::{
     self, Letter, MacroItem, MacroString, Mechanism, Qualifier, Record, Selection,
 };
+use super::types::SpfResult;
+use crate::dns::Answer;
 
 /// RFC 7208 §4.6.4: terms that cause DNS queries, per evaluation.
 const MAX_DNS_TERMS: u32 = 10;
@@ -45,17 +46,6 @@ const MAX_PTR_RECORDS: usize = 10;
 const MAX_NAME_LEN: usize = 253;
 /// Explanations end up in an SMTP reply line; keep them to a sane length.
 const MAX_EXPLANATION_LEN: usize = 512;
-
-/// The answer to one DNS query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Answer<T> {
-    /// At least one record of the requested type.
-    Found(Vec<T>),
-    /// NXDOMAIN, or no record of that type (a "void lookup").
-    Void,
-    /// Timeout, SERVFAIL or any other failure: a temperror where the RFC says so.
-    Failed(String),
-}
 
 /// The DNS queries an SPF evaluation makes. Names are ASCII, without the trailing dot, with
 /// labels of 1 to 63 bytes; returned host names are lower case without the trailing dot.

@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use super::SpfResult;
-use super::eval::{self, Answer, Dns, Request};
+use super::eval::{self, Dns, Request};
 use super::record::{self, Selection};
+use super::types::SpfResult;
+use crate::dns::Answer;
 
 /// The domain whose TXT record is the input.
 pub const DOMAIN: &str = "fuzz.example";

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use super::db::{Db, Filter, instance_counter};
 use super::wire::{read_frame, write_frame};
-use super::{KeeperSettings, StoreError, db_path, now_ms, socket_path};
+use super::{KeeperSettings, StoreError, db_path, socket_path};
+use crate::date::now_ms;
 use crate::greylist::decide::{Timers, Verdict};
 use crate::logging;
 use crate::net::Network;

@@ -53,14 +53,6 @@ pub fn start_lock_path(dir: &Path) -> PathBuf {
     dir.join("keeper.lock")
 }
 
-/// Milliseconds since the epoch: the store's clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// What the keeper applies on its own: where the store is, privacy, expiry, flush and
 /// idle exit. The composition root builds it from the configuration.
 #[derive(Debug, Clone)]

@@ -267,12 +267,11 @@ impl DnsServer {
     }
 
     fn spawn(zone: Zone, answering: bool) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("test DNS: bind");
+        let (socket, listener) = bind_udp_and_tcp();
         socket
             .set_read_timeout(Some(POLL))
             .expect("test DNS: set read timeout");
         let addr = socket.local_addr().expect("test DNS: local address");
-        let listener = TcpListener::bind(addr).expect("test DNS: bind TCP on the UDP port");
         listener
             .set_nonblocking(true)
             .expect("test DNS: non-blocking listener");
@@ -664,4 +663,17 @@ fn reverse_name(address: IpAddr) -> String {
             name
         }
     }
+}
+
+/// A UDP socket on a free loopback port and a TCP listener on the same port. The system
+/// picks the UDP port; that port may be taken for TCP, so another is tried then.
+fn bind_udp_and_tcp() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("test DNS: bind");
+        let addr = socket.local_addr().expect("test DNS: local address");
+        if let Ok(listener) = TcpListener::bind(addr) {
+            return (socket, listener);
+        }
+    }
+    panic!("test DNS: no loopback port free for both UDP and TCP");
 }

@@ -1,4 +1,4 @@
-//! The instance's DNS answer cache: the records an SPF check uses, held compactly until
+//! The instance's DNS answer cache: the records the checks use, held compactly until
 //! their TTL runs out, within a byte budget.
 //!
 //! The resolver's own cache keeps whole DNS messages (about 1.2 kB an answer here), so a
@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::eval::Answer;
+use super::answer::Answer;
 
 /// What one cached record is reckoned to cost beyond its bytes: its slice and the
 /// allocator's header and rounding.
