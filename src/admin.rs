@@ -4,10 +4,38 @@
 use std::fmt::Write as _;
 
 use crate::config::Config;
+use crate::config::StoreEngine;
 use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::net::{self, Network};
 use crate::store::StoreError;
 use crate::store::client::KeeperClient;
+use crate::store::redis::RedisStore;
+
+/// A store that answers the keeper's admin requests: the keeper itself, or Redis.
+trait AdminStore {
+    fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError>;
+}
+
+impl AdminStore for KeeperClient {
+    fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        KeeperClient::call(self, fields)
+    }
+}
+
+impl AdminStore for RedisStore {
+    fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        RedisStore::call(self, fields)
+    }
+}
+
+fn store(cfg: &Config) -> Result<Box<dyn AdminStore>, AdminError> {
+    Ok(match cfg.store {
+        StoreEngine::Sled => Box::new(KeeperClient::new(cfg)),
+        StoreEngine::Redis => Box::new(RedisStore::new(
+            crate::app::redis_settings(cfg).map_err(AdminError::Config)?,
+        )),
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -17,6 +45,8 @@ pub enum AdminError {
     Keeper(String),
     #[error("{0}")]
     Usage(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Which entries `list` and `delete` select, as the administrator typed them.
@@ -56,7 +86,7 @@ pub fn json_str(s: &str) -> String {
 }
 
 pub fn stats(cfg: &Config, json: bool) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(cfg);
+    let mut k = store(cfg)?;
     let rest = expect_ok(k.call(&["STATS"])?)?;
     let pairs: Vec<(&str, &str)> = rest
         .chunks(2)
@@ -123,7 +153,7 @@ pub fn list(cfg: &Config, s: &Selection, json: bool) -> Result<String, AdminErro
             "--pattern cannot match hashed keys (greylist_privacy = yes)".into(),
         ));
     }
-    let mut k = KeeperClient::new(cfg);
+    let mut k = store(cfg)?;
     let fields = filter_fields(cfg, s);
     let rest = expect_ok(k.call(&with_cmd("LIST", &fields))?)?;
     let mut out = String::new();
@@ -178,7 +208,7 @@ pub fn delete(cfg: &Config, s: &Selection, all: bool) -> Result<String, AdminErr
             "--pattern cannot match hashed keys (greylist_privacy = yes)".into(),
         ));
     }
-    let mut k = KeeperClient::new(cfg);
+    let mut k = store(cfg)?;
     let fields = filter_fields(cfg, s);
     let rest = expect_ok(k.call(&with_cmd("DELETE", &fields))?)?;
     Ok(format!(
@@ -188,7 +218,7 @@ pub fn delete(cfg: &Config, s: &Selection, all: bool) -> Result<String, AdminErr
 }
 
 pub fn purge(cfg: &Config) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(cfg);
+    let mut k = store(cfg)?;
     let rest = expect_ok(k.call(&["PURGE"])?)?;
     Ok(format!(
         "purged; {} entries expired without ever passing\n",
@@ -197,7 +227,7 @@ pub fn purge(cfg: &Config) -> Result<String, AdminError> {
 }
 
 pub fn whitelist(cfg: &Config, cmd: &str, network: Option<&str>) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(cfg);
+    let mut k = store(cfg)?;
     match (cmd, network) {
         ("list", _) => {
             let rest = expect_ok(k.call(&["WLLIST"])?)?;

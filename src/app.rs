@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::admin;
 use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
+use crate::config::StoreEngine;
 use crate::config::{Config, KEYS, Sources};
 use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
@@ -18,7 +19,9 @@ use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
 use crate::server::ServerSettings;
 use crate::spf::SpfSettings;
-use crate::store::{client::KeeperClient, keeper, now_ms};
+use crate::store::client::{Greylister, KeeperClient};
+use crate::store::redis::{RedisSettings, RedisStore};
+use crate::store::{keeper, now_ms};
 
 /// Exit codes (sysexits): usage, runtime and configuration errors differ.
 pub const EXIT_OK: i32 = 0;
@@ -60,7 +63,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     if cli.check_config {
         print!("{}", cfg.render());
-        return EXIT_OK;
+        return check_store(&cfg);
     }
     let detach = matches!(cli.command, Some(Command::Keeper { detach: true }));
     logging::init(
@@ -242,11 +245,67 @@ pub fn server_settings(cfg: &Config) -> ServerSettings {
     }
 }
 
+/// The Redis engine's part of the configuration, with the password and the privacy secret
+/// read from their files.
+pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
+    let password = match &cfg.redis_password_file {
+        Some(p) => Some(crate::store::redis::read_password(p)?),
+        None => None,
+    };
+    let privacy_secret = if cfg.greylist_privacy {
+        Some(crate::store::redis::load_secret(&cfg.privacy_secret_file)?)
+    } else {
+        None
+    };
+    Ok(RedisSettings {
+        url: cfg.redis_url.clone(),
+        password,
+        key_prefix: cfg.redis_key_prefix.clone(),
+        timeout: cfg.redis_timeout,
+        privacy_secret,
+        max_age_ms: cfg.greylist_max_age.as_millis() as u64,
+    })
+}
+
+/// The store engine of the configuration, for the serving loop and `check`.
+fn greylister(cfg: &Config) -> Result<Box<dyn Greylister>, String> {
+    Ok(match cfg.store {
+        StoreEngine::Sled => Box::new(KeeperClient::new(cfg)),
+        StoreEngine::Redis => Box::new(RedisStore::new(redis_settings(cfg)?)),
+    })
+}
+
+/// `--check-config` with `store = redis`: connects, authenticates and checks the privacy
+/// keying, so a wrong password or secret shows now rather than in the mail log.
+fn check_store(cfg: &Config) -> i32 {
+    if cfg.store != StoreEngine::Redis {
+        return EXIT_OK;
+    }
+    let result =
+        redis_settings(cfg).and_then(|s| RedisStore::new(s).check().map_err(|e| e.to_string()));
+    match result {
+        Ok(line) => {
+            println!("# store: {line}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("greyspf: store: {e}");
+            EXIT_CONFIG
+        }
+    }
+}
+
 fn serve(cfg: &Config) -> i32 {
-    let mut store = KeeperClient::new(cfg);
+    let mut store = match greylister(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            logging::error(&format!("configuration error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    match crate::server::serve(stdin, stdout, &server_settings(cfg), &mut store) {
+    match crate::server::serve(stdin, stdout, &server_settings(cfg), store.as_mut()) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             logging::error(&e.to_string());
@@ -274,7 +333,13 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
     for w in wl.refresh() {
         logging::warning(&w);
     }
-    let mut store = KeeperClient::new(cfg);
+    let mut store = match greylister(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("greyspf: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let spf = crate::spf::LazySpf::new(spf_settings(cfg));
     let mut out = std::io::stdout().lock();
     // The SPF results are shown from a separate evaluation so that the administrator sees
@@ -309,7 +374,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         cfg.spf_enable.then_some(&spf as &dyn crate::spf::Spf);
     let mut cx = Context {
         whitelists: &wl,
-        store: &mut store,
+        store: store.as_mut(),
         spf: spf_ref,
         now_ms: now_ms(),
     };
