@@ -232,7 +232,7 @@ impl Config {
             }
         }
         for o in &sources.overrides {
-            let origin = format!("-o {o}");
+            let origin = override_origin(o);
             let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::Invalid {
                 origin: origin.clone(),
                 message: "expected name=value".into(),
@@ -262,6 +262,17 @@ impl Config {
             out.push('\n');
         }
         out
+    }
+}
+
+/// Where an override came from, for error messages: the override itself, except a URL
+/// with user information, which may hold a password and must not reach a log.
+fn override_origin(o: &str) -> String {
+    match o.split_once('=') {
+        Some((k, v)) if k.trim() == "redis_url" && v.contains('@') => {
+            format!("-o {}=(hidden)", k.trim())
+        }
+        _ => format!("-o {o}"),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -230,6 +230,15 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, String> {
         Ok(_) => return Err(format!("{}: secret too short", path.display())),
         Err(_) if path.exists() => return read_private(path, "privacy_secret_file"),
         Err(_) => {}
+    }
+    // The default file is in the state directory, which may not exist yet on a host that
+    // never ran the sled keeper; it holds secrets, so it is private from the start.
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("privacy_secret_file {}: {e}", dir.display()))?;
     }
     let mut secret = vec![0u8; 32];
     std::fs::File::open("/dev/urandom")
