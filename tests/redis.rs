@@ -641,6 +641,30 @@ fn redis_down_costs_at_most_the_timeout() {
     assert!(warnings[0].contains("no answer within 1s"), "{warnings:?}");
 }
 
+/// Redis closes connections idle for its `timeout`; an instance that smtpd kept idle
+/// longer reconnects for its next request instead of failing it.
+#[test]
+fn idle_connection_closed_by_redis_is_replaced() {
+    let Some(r) = Redis::start("idle", &["--timeout", "1"]) else {
+        return;
+    };
+    let t = TestDir::new("idle");
+    let mut s = Session::start(&host_args(&t, &r, &[]));
+    let req = |n: u32| {
+        request(
+            &format!("192.0.2.{n}"),
+            "a@example.org",
+            "b@example.net",
+            "x",
+        )
+    };
+    assert_eq!(s.ask(&req(1)), GREYLISTED);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(s.ask(&req(2)), GREYLISTED);
+    assert_eq!(s.finish().0, 0);
+    assert!(t.log_lines("greylist store unavailable").is_empty());
+}
+
 fn write_private(path: &Path, text: &str, mode: u32) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

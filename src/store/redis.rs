@@ -570,37 +570,45 @@ impl RedisStore {
     /// `redis_timeout`. A failure drops the connection and starts the back-off.
     fn run(&mut self, cmds: &[redis::Cmd]) -> Result<Vec<Value>, RedisError> {
         let deadline = Instant::now() + self.s.timeout;
-        let mut conn = match self.conn.take() {
-            Some(c) => c,
-            None => {
-                if let Some(t) = self.retry_after {
-                    let now = Instant::now();
-                    if now < t {
-                        return Err(RedisError::Backoff {
-                            url: self.url(),
-                            wait: t - now,
-                        });
-                    }
+        if let Some(mut conn) = self.conn.take() {
+            match conn.run(cmds, deadline) {
+                Ok(v) => {
+                    self.conn = Some(conn);
+                    return Ok(v);
                 }
-                match self.connect(deadline) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.failed();
-                        return Err(e);
-                    }
+                // Redis closed a connection that sat idle (its `timeout`) or restarted:
+                // one new connection, within the same deadline.
+                Err(Fault::Io(_)) => {}
+                Err(f) => {
+                    self.failed();
+                    return Err(self.fault(f));
                 }
             }
-        };
-        match conn.run(cmds, deadline) {
-            Ok(v) => {
-                self.conn = Some(conn);
+        } else if let Some(t) = self.retry_after {
+            let now = Instant::now();
+            if now < t {
+                return Err(RedisError::Backoff {
+                    url: self.url(),
+                    wait: t - now,
+                });
+            }
+        }
+        let result = self
+            .connect(deadline)
+            .and_then(|mut c| match c.run(cmds, deadline) {
+                Ok(v) => Ok((c, v)),
+                Err(f) => Err(self.fault(f)),
+            });
+        match result {
+            Ok((c, v)) => {
+                self.conn = Some(c);
                 self.retry_after = None;
                 self.backoff = MIN_BACKOFF;
                 Ok(v)
             }
-            Err(f) => {
+            Err(e) => {
                 self.failed();
-                Err(self.fault(f))
+                Err(e)
             }
         }
     }
