@@ -1208,6 +1208,61 @@ mod tests {
         );
     }
 
+    /// decide_request, which the script is checked against, decides as the sled keeper
+    /// does: the same sequence of sightings through both, verdicts and counters compared.
+    #[test]
+    fn decide_request_is_the_keepers_decision() {
+        use crate::greylist::decide::{AwlEntry, Timers, decide_request};
+        let t = Timers {
+            delay_ms: 300_000,
+            retry_window_ms: 2 * 86_400_000,
+            max_age_ms: 35 * 86_400_000,
+            awl_clients: 2,
+            awl_interval_ms: 3_600_000,
+        };
+        let sled = sled::Config::new().temporary(true).open().unwrap();
+        let dir = std::env::temp_dir();
+        let db = crate::store::db::Db::new(sled, &dir, false).unwrap();
+        let (mut trip, mut awl): (BTreeMap<&str, Entry>, Option<AwlEntry>) =
+            (BTreeMap::new(), None);
+        let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
+        let h = 3_600_000;
+        // (sender, time): new, early, delayed, known, a second triplet passing after the
+        // hour (auto-whitelist reached), then the auto-whitelist, then expiry.
+        let seq = [
+            ("a", 0),
+            ("a", 100_000),
+            ("a", 300_000),
+            ("a", 400_000),
+            ("b", 500_000),
+            ("b", 900_000 + h),
+            ("c", 1_000_000 + h),
+            ("c", 2 * 86_400_000),
+            ("a", 40 * 86_400_000),
+            ("d", 40 * 86_400_000 + 1),
+            ("d", 43 * 86_400_000),
+        ];
+        for (sender, now) in seq {
+            let got = db
+                .grey("192.0.2.0/24", sender, "r", "192.0.2.1", &t, now)
+                .unwrap();
+            let d = decide_request(trip.get(sender).copied(), awl, now, &t);
+            assert_eq!(got, d.verdict, "{sender} at {now}");
+            if let Some(e) = d.triplet {
+                trip.insert(sender, e);
+            }
+            awl = d.awl.or(awl);
+            for c in std::iter::once("requests").chain(d.counters) {
+                *counters.entry(c).or_default() += 1;
+            }
+        }
+        let stats: BTreeMap<String, u64> = db.stats().into_iter().collect();
+        for k in COUNTERS {
+            assert_eq!(stats[*k], counters.get(k).copied().unwrap_or(0), "{k}");
+        }
+        assert!(counters["awl_hits"] > 0 && counters["awl_added"] > 0);
+    }
+
     #[test]
     fn glob_escaping() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
