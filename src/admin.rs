@@ -7,6 +7,38 @@ use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::net::{self, Network};
 use crate::store::StoreError;
 use crate::store::client::{ClientSettings, KeeperClient};
+use crate::store::redis::{RedisSettings, RedisStore};
+
+/// A store that answers the keeper's admin requests: the keeper itself, or Redis.
+trait AdminStore {
+    fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError>;
+}
+
+impl AdminStore for KeeperClient {
+    fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        KeeperClient::call(self, fields)
+    }
+}
+
+impl AdminStore for RedisStore {
+    fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        RedisStore::call(self, fields)
+    }
+}
+
+/// Where the greylist lives.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    Keeper(ClientSettings),
+    Redis(RedisSettings),
+}
+
+fn store(settings: &AdminSettings) -> Box<dyn AdminStore> {
+    match &settings.store {
+        StoreChoice::Keeper(c) => Box::new(KeeperClient::new(c)),
+        StoreChoice::Redis(r) => Box::new(RedisStore::new(r.clone())),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -16,12 +48,14 @@ pub enum AdminError {
     Keeper(String),
     #[error("{0}")]
     Usage(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// What the commands need: how to reach the keeper, and how greylisting forms its keys.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
-    pub client: ClientSettings,
+    pub store: StoreChoice,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
     pub privacy: bool,
@@ -64,7 +98,7 @@ pub fn json_str(s: &str) -> String {
 }
 
 pub fn stats(settings: &AdminSettings, json: bool) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(&settings.client);
+    let mut k = store(settings);
     let rest = expect_ok(k.call(&["STATS"])?)?;
     let pairs: Vec<(&str, &str)> = rest
         .chunks(2)
@@ -131,7 +165,7 @@ pub fn list(settings: &AdminSettings, s: &Selection, json: bool) -> Result<Strin
             "--pattern cannot match hashed keys (greylist_privacy = yes)".into(),
         ));
     }
-    let mut k = KeeperClient::new(&settings.client);
+    let mut k = store(settings);
     let fields = filter_fields(settings, s);
     let rest = expect_ok(k.call(&with_cmd("LIST", &fields))?)?;
     let mut out = String::new();
@@ -186,7 +220,7 @@ pub fn delete(settings: &AdminSettings, s: &Selection, all: bool) -> Result<Stri
             "--pattern cannot match hashed keys (greylist_privacy = yes)".into(),
         ));
     }
-    let mut k = KeeperClient::new(&settings.client);
+    let mut k = store(settings);
     let fields = filter_fields(settings, s);
     let rest = expect_ok(k.call(&with_cmd("DELETE", &fields))?)?;
     Ok(format!(
@@ -196,7 +230,7 @@ pub fn delete(settings: &AdminSettings, s: &Selection, all: bool) -> Result<Stri
 }
 
 pub fn purge(settings: &AdminSettings) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(&settings.client);
+    let mut k = store(settings);
     let rest = expect_ok(k.call(&["PURGE"])?)?;
     Ok(format!(
         "purged; {} entries expired without ever passing\n",
@@ -209,7 +243,7 @@ pub fn whitelist(
     cmd: &str,
     network: Option<&str>,
 ) -> Result<String, AdminError> {
-    let mut k = KeeperClient::new(&settings.client);
+    let mut k = store(settings);
     match (cmd, network) {
         ("list", _) => {
             let rest = expect_ok(k.call(&["WLLIST"])?)?;

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::admin;
-use crate::admin::AdminSettings;
+use crate::admin::{AdminError, AdminSettings, StoreChoice};
 use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
+use crate::config::StoreEngine;
 use crate::config::{Config, KEYS, Sources};
 use crate::date::now_ms;
+use crate::greylist::Greylister;
 use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
@@ -21,6 +23,7 @@ use crate::protocol::Request;
 use crate::server::ServerSettings;
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
+use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{KeeperSettings, keeper};
 
 /// Exit codes (sysexits): usage, runtime and configuration errors differ.
@@ -63,11 +66,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     if cli.check_config {
         print!("{}", cfg.render());
-        if let Err(e) = crate::store::statedir::check(&cfg.state_directory) {
+        if cfg.store == StoreEngine::Sled
+            && let Err(e) = crate::store::statedir::check(&cfg.state_directory)
+        {
             eprintln!("greyspf: configuration error: {e}");
             return EXIT_CONFIG;
         }
-        return EXIT_OK;
+        return check_store(&cfg);
     }
     let detach = matches!(cli.command, Some(Command::Keeper { detach: true }));
     logging::init(
@@ -99,31 +104,29 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         }
         Some(Command::Check(args)) => check(&cfg, args),
-        Some(Command::Stats { json }) => admin_out(admin::stats(&admin_settings(&cfg), json)),
-        Some(Command::List {
+        Some(command) => admin_out(admin_settings(&cfg).and_then(|a| admin_command(&a, command))),
+    }
+}
+
+/// The administrator's commands, against whichever store the configuration names.
+fn admin_command(a: &AdminSettings, command: Command) -> Result<String, AdminError> {
+    match command {
+        Command::Stats { json } => admin::stats(a, json),
+        Command::List {
             filter,
             state,
             json,
-        }) => admin_out(admin::list(
-            &admin_settings(&cfg),
-            &selection(filter, state),
-            json,
-        )),
-        Some(Command::Delete { filter, all }) => admin_out(admin::delete(
-            &admin_settings(&cfg),
-            &selection(filter, None),
-            all,
-        )),
-        Some(Command::Purge) => admin_out(admin::purge(&admin_settings(&cfg))),
-        Some(Command::Whitelist { action }) => admin_out(match action {
-            WhitelistAction::Add { network } => {
-                admin::whitelist(&admin_settings(&cfg), "add", Some(&network))
-            }
-            WhitelistAction::Remove { network } => {
-                admin::whitelist(&admin_settings(&cfg), "remove", Some(&network))
-            }
-            WhitelistAction::List => admin::whitelist(&admin_settings(&cfg), "list", None),
-        }),
+        } => admin::list(a, &selection(filter, state), json),
+        Command::Delete { filter, all } => admin::delete(a, &selection(filter, None), all),
+        Command::Purge => admin::purge(a),
+        Command::Whitelist { action } => match action {
+            WhitelistAction::Add { network } => admin::whitelist(a, "add", Some(&network)),
+            WhitelistAction::Remove { network } => admin::whitelist(a, "remove", Some(&network)),
+            WhitelistAction::List => admin::whitelist(a, "list", None),
+        },
+        Command::Keeper { .. } | Command::Check(_) => {
+            Err(AdminError::Usage("not an administrator's command".into()))
+        }
     }
 }
 
@@ -287,20 +290,80 @@ pub fn client_settings(cfg: &Config) -> ClientSettings {
 }
 
 /// The administrator's commands' part of the configuration.
-pub fn admin_settings(cfg: &Config) -> AdminSettings {
-    AdminSettings {
-        client: client_settings(cfg),
+pub fn admin_settings(cfg: &Config) -> Result<AdminSettings, AdminError> {
+    let store = match cfg.store {
+        StoreEngine::Sled => StoreChoice::Keeper(client_settings(cfg)),
+        StoreEngine::Redis => StoreChoice::Redis(redis_settings(cfg).map_err(AdminError::Config)?),
+    };
+    Ok(AdminSettings {
+        store,
         ipv4_prefix: cfg.greylist_ipv4_prefix,
         ipv6_prefix: cfg.greylist_ipv6_prefix,
         privacy: cfg.greylist_privacy,
+    })
+}
+
+/// The Redis engine's part of the configuration, with the password and the privacy secret
+/// read from their files.
+pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
+    let password = match &cfg.redis_password_file {
+        Some(p) => Some(crate::store::redis::read_password(p)?),
+        None => None,
+    };
+    let privacy_secret = if cfg.greylist_privacy {
+        Some(crate::store::redis::load_secret(&cfg.privacy_secret_file)?)
+    } else {
+        None
+    };
+    Ok(RedisSettings {
+        url: cfg.redis_url.clone(),
+        password,
+        key_prefix: cfg.redis_key_prefix.clone(),
+        timeout: cfg.redis_timeout,
+        privacy_secret,
+        max_age_ms: cfg.greylist_max_age.as_millis() as u64,
+    })
+}
+
+/// The store engine of the configuration, for the serving loop and `check`.
+fn greylister(cfg: &Config) -> Result<Box<dyn Greylister>, String> {
+    Ok(match cfg.store {
+        StoreEngine::Sled => Box::new(KeeperClient::new(&client_settings(cfg))),
+        StoreEngine::Redis => Box::new(RedisStore::new(redis_settings(cfg)?)),
+    })
+}
+
+/// `--check-config` with `store = redis`: connects, authenticates and checks the privacy
+/// keying, so a wrong password or secret shows now rather than in the mail log.
+fn check_store(cfg: &Config) -> i32 {
+    if cfg.store != StoreEngine::Redis {
+        return EXIT_OK;
+    }
+    let result =
+        redis_settings(cfg).and_then(|s| RedisStore::new(s).check().map_err(|e| e.to_string()));
+    match result {
+        Ok(line) => {
+            println!("# store: {line}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("greyspf: store: {e}");
+            EXIT_CONFIG
+        }
     }
 }
 
 fn serve(cfg: &Config) -> i32 {
-    let mut store = KeeperClient::new(&client_settings(cfg));
+    let mut store = match greylister(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            logging::error(&format!("configuration error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
-    match crate::server::serve(stdin, stdout, &server_settings(cfg), &mut store) {
+    match crate::server::serve(stdin, stdout, &server_settings(cfg), store.as_mut()) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             logging::error(&e.to_string());
@@ -328,7 +391,13 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
     for w in wl.refresh() {
         logging::warning(&w);
     }
-    let mut store = KeeperClient::new(&client_settings(cfg));
+    let mut store = match greylister(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("greyspf: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let spf = crate::spf::LazySpf::new(spf_settings(cfg));
     let mut out = std::io::stdout().lock();
     // The SPF results are shown from a separate evaluation so that the administrator sees
@@ -359,7 +428,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         cfg.spf_enable.then_some(&spf as &dyn crate::spf::Spf);
     let mut cx = Context {
         whitelists: &wl,
-        store: &mut store,
+        store: store.as_mut(),
         spf: spf_ref,
         now_ms: now_ms(),
     };

@@ -7,6 +7,26 @@ use std::time::Duration;
 
 use crate::net::{self, Network};
 use crate::spf::{HeaderKind, SpfResult};
+use crate::store::redis::RedisUrl;
+
+/// The store engine of `store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEngine {
+    Sled,
+    Redis,
+}
+
+impl std::str::FromStr for StoreEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StoreEngine, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "sled" => Ok(StoreEngine::Sled),
+            "redis" | "valkey" => Ok(StoreEngine::Redis),
+            _ => Err(format!("expected sled or redis, got {s:?}")),
+        }
+    }
+}
 
 /// The default configuration file; a missing default file means all defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/greyspf/greyspf.conf";
@@ -124,6 +144,18 @@ keys! {
         "How long a DNS query waits before it is sent again (doubling each time).";
     spf_skip_networks: Vec<Network> = "", "networks", net::parse_list,
         "Clients whose SPF is not checked; empty: trusted_networks.";
+    store: StoreEngine = "sled", "keyword", |v: &str| v.parse::<StoreEngine>(),
+        "The store engine: sled (embedded, one host) or redis (shared by several hosts).";
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0", "URL", |v: &str| v.parse::<RedisUrl>(),
+        "Where Redis or Valkey listens (store = redis): redis://ADDRESS[:PORT][/DB] or unix:///PATH.";
+    redis_password_file: Option<PathBuf> = "", "path", optional_path,
+        "A file holding the Redis password (store = redis); empty: no AUTH.";
+    redis_key_prefix: String = "greyspf:", "text", text,
+        "The prefix of every Redis key greyspf writes.";
+    redis_timeout: Duration = "1s", "time", positive_duration,
+        "Connect plus command deadline of one request to Redis.";
+    privacy_secret_file: PathBuf = "", "path", optional_secret_path,
+        "The keyed-hash secret of greylist_privacy with store = redis; empty: privacy.secret in state_directory.";
     keeper_idle_timeout: Duration = "10m", "time", parse_duration,
         "How long the keeper waits without clients before it exits.";
     store_failure_action: String = "DUNNO", "action", action,
@@ -200,7 +232,7 @@ impl Config {
             }
         }
         for o in &sources.overrides {
-            let origin = format!("-o {o}");
+            let origin = override_origin(o);
             let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::Invalid {
                 origin: origin.clone(),
                 message: "expected name=value".into(),
@@ -230,6 +262,17 @@ impl Config {
             out.push('\n');
         }
         out
+    }
+}
+
+/// Where an override came from, for error messages: the override itself, except a URL
+/// with user information, which may hold a password and must not reach a log.
+fn override_origin(o: &str) -> String {
+    match o.split_once('=') {
+        Some((k, v)) if k.trim() == "redis_url" && v.contains('@') => {
+            format!("-o {}=(hidden)", k.trim())
+        }
+        _ => format!("-o {o}"),
     }
 }
 
@@ -375,6 +418,9 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
 
 /// Fills in the defaults that come from another key when a key is left empty.
 fn derive(c: &mut Config, raw: &Raw) {
+    if c.privacy_secret_file.as_os_str().is_empty() {
+        c.privacy_secret_file = c.state_directory.join("privacy.secret");
+    }
     if c.spf_authserv_id.is_empty() {
         c.spf_authserv_id = c.hostname.clone();
     }
@@ -388,6 +434,7 @@ fn effective_value(c: &Config, raw: &Raw, key: &str) -> String {
     match key {
         "hostname" => c.hostname.clone(),
         "spf_authserv_id" => c.spf_authserv_id.clone(),
+        "privacy_secret_file" => c.privacy_secret_file.display().to_string(),
         "spf_skip_networks" => c
             .spf_skip_networks
             .iter()
@@ -451,6 +498,23 @@ fn non_empty(v: &str) -> Result<String, String> {
         Err("must not be empty".into())
     } else {
         Ok(v.to_string())
+    }
+}
+
+fn optional_path(v: &str) -> Result<Option<PathBuf>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        absolute_path(v).map(Some)
+    }
+}
+
+/// Empty is allowed here: `derive` puts the state directory's file in its place.
+fn optional_secret_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        Ok(PathBuf::new())
+    } else {
+        absolute_path(v)
     }
 }
 

@@ -29,6 +29,7 @@ use support::postfix::{
     self, Builder, Delivered, GREYLIST_DELAY, GREYSPF_HOSTNAME, Instance, KEEPER_IDLE_TIMEOUT,
     MTA_HOSTNAME, Process, SPAWN_USER, Snippets,
 };
+use support::redis_server::Redis;
 use support::smtp::{self, Reply, Session};
 
 /// When a retry is sent: past the greylist delay by a margin that covers a store that
@@ -724,4 +725,50 @@ fn spf_pass_sender_from_a_pool_address_already_passed_accepted_without_delay() {
     // Greylisted, passed after the delay, passed as known: all on the domain's key.
     pf.wait_greyspf_log("client_key=spf:pool.example", 3);
     pf.assert_logs_clean();
+}
+
+/// Two MX hosts (two Postfix instances, each with its greyspf configuration and state
+/// directory) share one Redis: a message greylisted on the first is accepted on the
+/// second after the delay, with its X-Greylist header, and no keeper runs.
+#[test]
+fn greylisted_on_one_mx_accepted_on_another_sharing_redis() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    let Some(redis) = Redis::start("e2e", &[]) else {
+        return;
+    };
+    let shared = || {
+        instance()
+            .greyspf("store", "redis")
+            .greyspf("redis_url", &redis.url())
+    };
+    let (mx1, mx2) = (shared().start(&host), shared().start(&host));
+    let (addr, name, helo) = ("192.0.2.30", "mail.sender.example", "mail.sender.example");
+    let (sender, rcpt) = ("carol@sender.example", "dave@example.com");
+
+    let t0 = Instant::now();
+    let mut s = session_as(&mx1, addr, name, helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), &greylisted(rcpt));
+    assert_reply(s.quit(), BYE);
+
+    // The retry goes to the other MX, which has never seen the sender itself.
+    sleep_until(t0 + RETRY_AFTER);
+    let id = message_id("redis", 1);
+    let mut s = session_as(&mx2, addr, name, helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), RCPT_OK);
+    assert_queued(s.data(&smtp::message(sender, &[rcpt], &id, "retried on mx2")));
+    let waited = t0.elapsed();
+    assert_reply(s.quit(), BYE);
+    let copies = mx2.wait_for_delivery(&id, 1);
+    assert_eq!(copies.len(), 1);
+    assert_one_x_greylist(&copies[0], waited);
+    assert_one_received_spf(&copies[0], &spf_pass(addr, sender, helo));
+
+    mx1.assert_logs_clean();
+    mx2.assert_logs_clean();
+    let triplets = redis.cli(&["--scan", "--pattern", "greyspf:t:*"]);
+    assert_eq!(triplets.lines().count(), 1, "{triplets}");
 }

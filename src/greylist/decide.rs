@@ -227,6 +227,78 @@ pub fn awl_count(stored: Option<AwlEntry>, now: u64, t: &Timers) -> AwlEntry {
     }
 }
 
+/// Everything one triplet decision changes, after the whitelists: the verdict, the entries
+/// to write back (None: unchanged), and the counters it adds to. Both store engines apply
+/// exactly this; the Redis engine's server-side script is checked against it case by case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub triplet: Option<Entry>,
+    pub awl: Option<AwlEntry>,
+    pub counters: Vec<&'static str>,
+}
+
+/// The auto-whitelist check, the triplet timers and the pass count, in that order, over
+/// the stored entries (`awl` is ignored while the auto-whitelist is off).
+pub fn decide_request(
+    triplet: Option<Entry>,
+    awl: Option<AwlEntry>,
+    now: u64,
+    t: &Timers,
+) -> Decision {
+    let awl = awl.filter(|_| t.awl_clients > 0);
+    if awl_listed(awl, now, t) {
+        let updated = AwlEntry {
+            last_seen: now,
+            ..awl.unwrap_or_default()
+        };
+        return Decision {
+            verdict: Verdict::ClientAwl,
+            triplet: None,
+            awl: awl_needs_write(awl, &updated, t).then_some(updated),
+            counters: vec!["awl_hits"],
+        };
+    }
+    let (entry, verdict) = decide_triplet(triplet, now, t);
+    let mut d = Decision {
+        verdict,
+        triplet: entry_needs_write(triplet, &entry, t).then_some(entry),
+        awl: None,
+        counters: Vec::new(),
+    };
+    if verdict.passes() && t.awl_clients > 0 {
+        let counted = awl_count(awl, now, t);
+        d.awl = awl_needs_write(awl, &counted, t).then_some(counted);
+        if counted.count == t.awl_clients && awl.is_none_or(|a| a.count < t.awl_clients) {
+            d.counters.push("awl_added");
+        }
+    }
+    match verdict {
+        Verdict::New { .. } => d.counters.push("new"),
+        Verdict::EarlyRetry { .. } => d.counters.push("early_retry"),
+        Verdict::Delayed { waited_ms } => {
+            d.counters.push("passed_after_delay");
+            d.counters.push(delay_bucket(waited_ms));
+        }
+        Verdict::Known => d.counters.push("passed_known"),
+        Verdict::ClientAwl | Verdict::Whitelisted => {}
+    }
+    d
+}
+
+/// The `stats` bucket of a delay that ended in a pass.
+pub fn delay_bucket(ms: u64) -> &'static str {
+    match ms / 1000 {
+        0..=300 => "delay_le_5m",
+        301..=600 => "delay_le_10m",
+        601..=1800 => "delay_le_30m",
+        1801..=3600 => "delay_le_1h",
+        3601..=14400 => "delay_le_4h",
+        14401..=86400 => "delay_le_1d",
+        _ => "delay_gt_1d",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod db;
 pub mod keeper;
+pub mod redis;
 pub mod statedir;
 pub mod wire;
 

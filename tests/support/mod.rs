@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 pub mod dns;
 pub mod postfix;
+pub mod redis_server;
 pub mod smtp;

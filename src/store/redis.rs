@@ -1,0 +1,1270 @@
+//! The Redis/Valkey store engine: every instance, on every host, talks to one Redis over its
+//! own connection; each decision is one server-side script (greylist.lua), atomic in Redis.
+//! It answers the admin commands in the keeper's reply format, so `admin` formats both.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use sha2::{Digest, Sha256};
+
+use crate::greylist::decide::{Entry, Verdict};
+use crate::greylist::{GreyQuery, Greylister, StoreUnavailable};
+use crate::net::Network;
+use crate::store::StoreError;
+use crate::store::db::{COUNTERS, instance_counter};
+
+/// The decision script; Redis caches it by its SHA-1 (EVALSHA), EVAL sends it when not.
+const SCRIPT: &str = include_str!("greylist.lua");
+
+/// Counts held back before they travel on their own.
+const COUNT_BATCH: u64 = 64;
+/// The first pause after a failed connection; it doubles up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Keys fetched per SCAN step and per pipelined read in `list`, `delete`, `purge`, `stats`.
+const SCAN_BATCH: usize = 500;
+
+/// Where Redis listens, as `redis_url` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A parsed `redis_url`. It never holds a password (those come from a file only), so it
+/// can be shown anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub addr: RedisAddr,
+    pub db: u32,
+    /// The ACL user (Redis 6+), if any; the password goes with it.
+    pub username: Option<String>,
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.addr {
+            RedisAddr::Tcp(a) => {
+                let user = self
+                    .username
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default();
+                write!(f, "redis://{user}{a}/{}", self.db)
+            }
+            RedisAddr::Unix(p) => write!(f, "unix://{}?db={}", p.display(), self.db),
+        }
+    }
+}
+
+/// Parse errors never quote the URL: it might carry a password.
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RedisUrl, String> {
+        let s = s.trim();
+        if s.starts_with("rediss://") {
+            return Err(
+                "rediss:// (TLS) is not supported; use a unix socket or a TLS tunnel \
+                        such as stunnel on the Redis host's loopback"
+                    .into(),
+            );
+        }
+        if let Some(rest) = s.strip_prefix("unix://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if !path.starts_with('/') {
+                return Err("unix:// needs an absolute socket path (unix:///path)".into());
+            }
+            let db = match query.strip_prefix("db=") {
+                Some(n) => parse_db(n)?,
+                None if query.is_empty() => 0,
+                None => return Err("unix:// accepts only ?db=N after the path".into()),
+            };
+            return Ok(RedisUrl {
+                addr: RedisAddr::Unix(PathBuf::from(path)),
+                db,
+                username: None,
+            });
+        }
+        let Some(rest) = s.strip_prefix("redis://") else {
+            return Err("expected redis://ADDRESS[:PORT][/DB] or unix:///PATH".into());
+        };
+        let (authority, db) = match rest.split_once('/') {
+            Some((a, "")) => (a, 0),
+            Some((a, d)) => (a, parse_db(d)?),
+            None => (rest, 0),
+        };
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((u, _)) if u.contains(':') => {
+                return Err(
+                    "a password in redis_url would be readable by anyone who can read \
+                            the configuration; put it in redis_password_file"
+                        .into(),
+                );
+            }
+            Some((u, h)) => ((!u.is_empty()).then(|| u.to_string()), h),
+            None => (None, authority),
+        };
+        Ok(RedisUrl {
+            addr: RedisAddr::Tcp(parse_host(host)?),
+            db,
+            username: user,
+        })
+    }
+}
+
+fn parse_db(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| "the database after the address must be a number".to_string())
+}
+
+/// An IP address with an optional port. Host names are refused: greyspf does no name
+/// lookups of its own (a static binary must not call into NSS).
+fn parse_host(h: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = h.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let bare = h.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, 6379)),
+        Err(_) => Err(
+            "the Redis host must be an IP address (greyspf does not look up \
+                       host names), optionally with :PORT"
+                .into(),
+        ),
+    }
+}
+
+/// What the Redis engine needs; the composition root builds it from the configuration.
+#[derive(Clone)]
+pub struct RedisSettings {
+    pub url: RedisUrl,
+    pub password: Option<String>,
+    pub key_prefix: String,
+    /// Connect plus command deadline of one request.
+    pub timeout: Duration,
+    /// The keyed-hash secret in privacy mode.
+    pub privacy_secret: Option<Vec<u8>>,
+    /// `greylist_max_age`, for `purge`.
+    pub max_age_ms: u64,
+}
+
+/// Never shows the password or the secret.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url.to_string())
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("privacy", &self.privacy_secret.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis {url}: cannot connect: {source}")]
+    Connect { url: String, source: std::io::Error },
+    #[error("redis {url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("redis {url}: {message}")]
+    Io { url: String, message: String },
+    #[error("redis {url}: authentication refused: {message}")]
+    Auth { url: String, message: String },
+    #[error("redis {url}: {message}")]
+    Server { url: String, message: String },
+    #[error("redis {url}: unexpected reply: {message}")]
+    Protocol { url: String, message: String },
+    #[error(
+        "redis {url}: the keys in this Redis were written with {found}, this host uses \
+         {ours}: copy privacy_secret_file from a host that works (and set \
+         greylist_privacy alike everywhere); refusing to decide"
+    )]
+    Keying {
+        url: String,
+        found: String,
+        ours: String,
+    },
+    #[error("redis {url}: unavailable after a failure, next attempt in {0:?}", .wait)]
+    Backoff { url: String, wait: Duration },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A file that holds a secret: readable by its owner (and group) only.
+fn read_private(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(format!(
+            "{what} {}: readable or writable by others; chmod o-rwx it",
+            path.display()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// The password of `redis_password_file`: the first line, without its line end.
+pub fn read_password(path: &Path) -> Result<String, String> {
+    let bytes = read_private(path, "redis_password_file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("redis_password_file {}: not UTF-8", path.display()))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(format!("redis_password_file {}: empty", path.display()));
+    }
+    Ok(line)
+}
+
+/// The privacy secret, created (32 random bytes, mode 0600) when the file does not exist:
+/// the first host makes it, the others get a copy.
+pub fn load_secret(path: &Path) -> Result<Vec<u8>, String> {
+    match read_private(path, "privacy_secret_file") {
+        Ok(s) if s.len() >= 32 => return Ok(s),
+        Ok(_) => return Err(format!("{}: secret too short", path.display())),
+        Err(_) if path.exists() => return read_private(path, "privacy_secret_file"),
+        Err(_) => {}
+    }
+    // The default file is in the state directory, which may not exist yet on a host that
+    // never ran the sled keeper; it holds secrets, so it is private from the start.
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("privacy_secret_file {}: {e}", dir.display()))?;
+    }
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("privacy_secret_file {}: {e}", path.display()))?;
+    f.write_all(&secret)
+        .map_err(|e| format!("privacy_secret_file {}: {e}", path.display()))?;
+    Ok(secret)
+}
+
+/// HMAC-SHA-256 (RFC 2104), as the sled store keys its entries in privacy mode.
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(data);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One connection: commands out, RESP replies parsed by the redis crate.
+struct Conn {
+    reader: BufReader<Stream>,
+    writer: Stream,
+    parser: redis::Parser,
+}
+
+/// What went wrong while the connection was in use. The caller turns it into a
+/// `RedisError` naming the server.
+enum Fault {
+    Timeout,
+    Io(String),
+}
+
+fn server_error(e: &redis::ServerError) -> String {
+    match e.details() {
+        Some(d) => format!("{} {d}", e.code()),
+        None => e.code().to_string(),
+    }
+}
+
+impl Conn {
+    fn open(addr: &RedisAddr, deadline: Instant) -> std::io::Result<Conn> {
+        let left = remaining(deadline);
+        let stream = match addr {
+            RedisAddr::Tcp(a) => {
+                let s = TcpStream::connect_timeout(a, left)?;
+                // Small requests, one at a time: no Nagle delay.
+                s.set_nodelay(true)?;
+                Stream::Tcp(s)
+            }
+            RedisAddr::Unix(p) => Stream::Unix(UnixStream::connect(p)?),
+        };
+        Ok(Conn {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            parser: redis::Parser::new(),
+        })
+    }
+
+    /// Sends the commands in one write and reads one reply each, all before `deadline`.
+    fn run(&mut self, cmds: &[redis::Cmd], deadline: Instant) -> Result<Vec<Value>, Fault> {
+        let mut out = Vec::new();
+        for c in cmds {
+            c.write_packed_command(&mut out);
+        }
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Fault::Timeout,
+            _ => Fault::Io(e.to_string()),
+        };
+        self.writer.set_timeouts(remaining(deadline)).map_err(io)?;
+        self.writer.write_all(&out).map_err(io)?;
+        let mut replies = Vec::with_capacity(cmds.len());
+        for _ in cmds {
+            self.writer.set_timeouts(remaining(deadline)).map_err(io)?;
+            match self.parser.parse_value(&mut self.reader) {
+                Ok(v) => replies.push(v),
+                Err(e) if e.is_timeout() => return Err(Fault::Timeout),
+                Err(e) if e.is_unrecoverable_error() || e.is_io_error() => {
+                    return Err(Fault::Io(format!("connection lost ({e})")));
+                }
+                Err(e) => return Err(Fault::Io(e.to_string())),
+            }
+        }
+        Ok(replies)
+    }
+}
+
+/// The time left before `deadline`, never zero (a zero socket timeout means none).
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The store on Redis, for one instance or one admin command.
+pub struct RedisStore {
+    s: RedisSettings,
+    script: redis::Script,
+    conn: Option<Conn>,
+    /// After a failure, no new connection before this instant; the pause doubles.
+    retry_after: Option<Instant>,
+    backoff: Duration,
+    /// The store whitelist as last loaded, with its version.
+    whitelist: Option<(String, Vec<Network>)>,
+    /// Counts not yet handed to Redis; they travel with the next decision.
+    pending: BTreeMap<String, u64>,
+}
+
+/// The keying check value: which secret (or none) the keys in this Redis are made with.
+fn keying(secret: Option<&[u8]>) -> String {
+    match secret {
+        None => "plain".into(),
+        Some(k) => format!(
+            "hmac-sha256:{}",
+            hex(&hmac_sha256(k, b"greyspf keying check")[..8])
+        ),
+    }
+}
+
+impl RedisStore {
+    pub fn new(settings: RedisSettings) -> RedisStore {
+        RedisStore {
+            s: settings,
+            script: redis::Script::new(SCRIPT),
+            conn: None,
+            retry_after: None,
+            backoff: MIN_BACKOFF,
+            whitelist: None,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.s.url.to_string()
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}{rest}", self.s.key_prefix)
+    }
+
+    /// A key part as stored: the value itself, or its keyed hash in privacy mode (the same
+    /// hash the sled store uses).
+    pub fn key_part(&self, s: &str) -> String {
+        match &self.s.privacy_secret {
+            None => s.to_string(),
+            Some(k) => hex(&hmac_sha256(k, s.as_bytes())[..16]),
+        }
+    }
+
+    fn triplet_key(&self, client: &str, sender: &str, recipient: &str) -> String {
+        let parts = [
+            self.key_part(client),
+            self.key_part(sender),
+            self.key_part(recipient),
+        ];
+        self.key("t:", &parts.join("\0"))
+    }
+
+    fn fault(&self, f: Fault) -> RedisError {
+        let url = self.url();
+        match f {
+            Fault::Timeout => RedisError::Timeout {
+                url,
+                timeout: self.s.timeout,
+            },
+            Fault::Io(message) => RedisError::Io { url, message },
+        }
+    }
+
+    /// Connects, authenticates, selects the database and checks the keying, before
+    /// `deadline`.
+    fn connect(&mut self, deadline: Instant) -> Result<Conn, RedisError> {
+        let url = self.url();
+        let mut c = Conn::open(&self.s.url.addr, deadline).map_err(|source| {
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                RedisError::Timeout {
+                    url: url.clone(),
+                    timeout: self.s.timeout,
+                }
+            } else {
+                RedisError::Connect {
+                    url: url.clone(),
+                    source,
+                }
+            }
+        })?;
+        let mut hello = Vec::new();
+        if let Some(p) = &self.s.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(u) = &self.s.url.username {
+                auth.arg(u);
+            }
+            hello.push(auth.arg(p).clone());
+        }
+        if self.s.url.db != 0 {
+            hello.push(redis::cmd("SELECT").arg(self.s.url.db).clone());
+        }
+        let ours = keying(self.s.privacy_secret.as_deref());
+        let check = self.key("keying", "");
+        hello.push(redis::cmd("SET").arg(&check).arg(&ours).arg("NX").clone());
+        hello.push(redis::cmd("GET").arg(&check).clone());
+        let replies = c.run(&hello, deadline).map_err(|f| match f {
+            Fault::Io(m) if m.contains("connection lost") => RedisError::Io {
+                url: url.clone(),
+                message: format!(
+                    "{m}: the server closed the connection at once (does it require TLS? \
+                     rediss:// is not supported)"
+                ),
+            },
+            f => self.fault(f),
+        })?;
+        for v in &replies {
+            if let Value::ServerError(e) = v {
+                let message = server_error(e);
+                return Err(
+                    if matches!(e.code(), "NOAUTH" | "WRONGPASS" | "NOPERM")
+                        || message.contains("AUTH")
+                    {
+                        RedisError::Auth { url, message }
+                    } else {
+                        RedisError::Server { url, message }
+                    },
+                );
+            }
+        }
+        let found = replies.last().and_then(text).unwrap_or_default();
+        if found != ours {
+            return Err(RedisError::Keying { url, found, ours });
+        }
+        Ok(c)
+    }
+
+    /// Runs commands on the connection (made first if needed), all within one
+    /// `redis_timeout`. A failure drops the connection and starts the back-off.
+    fn run(&mut self, cmds: &[redis::Cmd]) -> Result<Vec<Value>, RedisError> {
+        let deadline = Instant::now() + self.s.timeout;
+        if let Some(mut conn) = self.conn.take() {
+            match conn.run(cmds, deadline) {
+                Ok(v) => {
+                    self.conn = Some(conn);
+                    return Ok(v);
+                }
+                // Redis closed a connection that sat idle (its `timeout`) or restarted:
+                // one new connection, within the same deadline.
+                Err(Fault::Io(_)) => {}
+                Err(f) => {
+                    self.failed();
+                    return Err(self.fault(f));
+                }
+            }
+        } else if let Some(t) = self.retry_after {
+            let now = Instant::now();
+            if now < t {
+                return Err(RedisError::Backoff {
+                    url: self.url(),
+                    wait: t - now,
+                });
+            }
+        }
+        let result = self
+            .connect(deadline)
+            .and_then(|mut c| match c.run(cmds, deadline) {
+                Ok(v) => Ok((c, v)),
+                Err(f) => Err(self.fault(f)),
+            });
+        match result {
+            Ok((c, v)) => {
+                self.conn = Some(c);
+                self.retry_after = None;
+                self.backoff = MIN_BACKOFF;
+                Ok(v)
+            }
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&mut self) {
+        self.retry_after = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        // A new connection re-reads the whitelist: it may have changed meanwhile.
+        self.whitelist = None;
+    }
+
+    /// One command whose error reply becomes an error.
+    fn one(&mut self, cmd: redis::Cmd) -> Result<Value, RedisError> {
+        let v = self.run(std::slice::from_ref(&cmd))?.pop();
+        match v {
+            Some(Value::ServerError(e)) => Err(RedisError::Server {
+                url: self.url(),
+                message: server_error(&e),
+            }),
+            Some(v) => Ok(v),
+            None => Err(RedisError::Protocol {
+                url: self.url(),
+                message: "no reply".into(),
+            }),
+        }
+    }
+
+    /// Connects and checks authentication and keying now (for `--check-config`).
+    pub fn check(&mut self) -> Result<String, RedisError> {
+        let v = self.one(redis::cmd("INFO").arg("server").clone())?;
+        let info = text(&v).unwrap_or_default();
+        let version = info
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("valkey_version:")
+                    .map(|v| format!("valkey {v}"))
+                    .or_else(|| {
+                        l.strip_prefix("redis_version:")
+                            .map(|v| format!("redis {v}"))
+                    })
+            })
+            .unwrap_or_else(|| "unknown version".into());
+        Ok(format!("{} answered ({version})", self.url()))
+    }
+
+    fn load_whitelist(&mut self) -> Result<(), RedisError> {
+        let cmds = [
+            redis::cmd("MULTI"),
+            redis::cmd("GET")
+                .arg(self.key("whitelist:version", ""))
+                .clone(),
+            redis::cmd("SMEMBERS")
+                .arg(self.key("whitelist", ""))
+                .clone(),
+            redis::cmd("EXEC"),
+        ];
+        let mut replies = self.run(&cmds)?;
+        let bad = |m: &str| RedisError::Protocol {
+            url: self.url(),
+            message: m.into(),
+        };
+        let exec = items(replies.pop().ok_or_else(|| bad("no EXEC reply"))?);
+        let [version, members] =
+            <[Value; 2]>::try_from(exec).map_err(|_| bad("whitelist transaction failed"))?;
+        let version = text(&version).unwrap_or_else(|| "0".into());
+        let nets = items(members)
+            .iter()
+            .filter_map(|m| text(m)?.parse::<Network>().ok())
+            .collect();
+        self.whitelist = Some((version, nets));
+        Ok(())
+    }
+
+    fn listed(&self, address: &str) -> bool {
+        let Ok(ip) = address.parse::<IpAddr>() else {
+            return false;
+        };
+        self.whitelist
+            .as_ref()
+            .is_some_and(|(_, nets)| nets.iter().any(|n| n.contains(ip)))
+    }
+
+    /// The decision at `now` (None: the Redis server's clock, which every host shares).
+    pub fn decide_at(
+        &mut self,
+        q: &GreyQuery<'_>,
+        now: Option<u64>,
+    ) -> Result<Verdict, RedisError> {
+        let mut reloaded = false;
+        loop {
+            if self.whitelist.is_none() {
+                self.load_whitelist()?;
+            }
+            let version = self
+                .whitelist
+                .as_ref()
+                .map(|(v, _)| v.clone())
+                .unwrap_or_default();
+            let t = &q.timers;
+            let keys = [
+                self.triplet_key(q.client_key, q.sender, q.recipient),
+                self.key("a:", &self.key_part(q.client_address)),
+                self.key("counters", ""),
+                self.key("whitelist:version", ""),
+            ];
+            let mut args = vec![
+                now.map(|n| n.to_string()).unwrap_or_default(),
+                t.delay_ms.to_string(),
+                t.retry_window_ms.to_string(),
+                t.max_age_ms.to_string(),
+                t.awl_clients.to_string(),
+                t.awl_interval_ms.to_string(),
+                version,
+                u8::from(self.listed(q.client_address)).to_string(),
+            ];
+            for (k, v) in &self.pending {
+                args.push(k.clone());
+                args.push(v.to_string());
+            }
+            let reply = self.eval(&keys, &args)?;
+            let pair: Vec<String> = items(reply).iter().filter_map(text).collect();
+            match pair.as_slice() {
+                [r, _] if r == "reload" && !reloaded => {
+                    self.whitelist = None;
+                    reloaded = true;
+                }
+                [r, v] => {
+                    self.pending.clear();
+                    return self.verdict(r, v);
+                }
+                _ => {
+                    return Err(RedisError::Protocol {
+                        url: self.url(),
+                        message: format!("script answered {pair:?}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// EVALSHA, and EVAL when Redis does not have the script yet (NOSCRIPT: first use,
+    /// a restart, SCRIPT FLUSH), which costs one more round trip, once.
+    fn eval(&mut self, keys: &[String], args: &[String]) -> Result<Value, RedisError> {
+        let call = |cmd: &str, body: &str| {
+            redis::cmd(cmd)
+                .arg(body)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args)
+                .clone()
+        };
+        let v = self.one(call("EVALSHA", self.script.get_hash()));
+        match v {
+            Err(RedisError::Server { message, .. }) if message.starts_with("NOSCRIPT") => {
+                self.one(call("EVAL", SCRIPT))
+            }
+            other => other,
+        }
+    }
+
+    fn verdict(&self, reason: &str, value: &str) -> Result<Verdict, RedisError> {
+        let v: u64 = value.parse().unwrap_or(0);
+        Ok(match reason {
+            "new" => Verdict::New { remaining_ms: v },
+            "early-retry" => Verdict::EarlyRetry { remaining_ms: v },
+            "delayed" => Verdict::Delayed { waited_ms: v },
+            "triplet-known" => Verdict::Known,
+            "client-awl" => Verdict::ClientAwl,
+            "store-whitelist" => Verdict::Whitelisted,
+            other => {
+                return Err(RedisError::Protocol {
+                    url: self.url(),
+                    message: format!("unknown verdict {other:?}"),
+                });
+            }
+        })
+    }
+
+    /// Hands the held-back counts to Redis. Best effort: counting never costs mail.
+    fn send_counts(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let key = self.key("counters", "");
+        let cmds: Vec<redis::Cmd> = self
+            .pending
+            .iter()
+            .map(|(k, v)| redis::cmd("HINCRBY").arg(&key).arg(k).arg(*v).clone())
+            .collect();
+        if self.run(&cmds).is_ok() {
+            self.pending.clear();
+        }
+    }
+
+    fn count_pending(&mut self, name: &str) {
+        *self.pending.entry(name.to_string()).or_insert(0) += 1;
+    }
+}
+
+impl Greylister for RedisStore {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable> {
+        self.decide_at(q, None).map_err(|e| {
+            self.count_pending("store_failures");
+            StoreUnavailable(e.to_string())
+        })
+    }
+
+    fn count(&mut self, name: &str) {
+        if instance_counter(name) {
+            self.count_pending(name);
+        }
+        if self.pending.values().sum::<u64>() >= COUNT_BATCH {
+            self.send_counts();
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.conn.is_some() || self.retry_after.is_none() {
+            self.send_counts();
+        }
+    }
+}
+
+/// The admin commands, in the keeper's request and reply format.
+impl RedisStore {
+    pub fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
+        let ok = |mut v: Vec<String>| {
+            v.insert(0, "OK".into());
+            v
+        };
+        let r = match fields {
+            ["STATS"] => self.stats().map(ok),
+            ["LIST", f @ ..] => self.rows(&filter(f)?).map(|rows| {
+                ok(rows
+                    .into_iter()
+                    .flat_map(|(_, r)| {
+                        [
+                            r.client,
+                            r.sender,
+                            r.recipient,
+                            r.entry.first.to_string(),
+                            r.entry.last.to_string(),
+                            u8::from(r.entry.passed).to_string(),
+                        ]
+                    })
+                    .collect())
+            }),
+            ["DELETE", f @ ..] => self.delete(&filter(f)?).map(|n| ok(vec![n.to_string()])),
+            ["PURGE"] => self.purge().map(|n| ok(vec![n.to_string()])),
+            ["WLLIST"] => self.whitelist_list().map(ok),
+            [cmd @ ("WLADD" | "WLDEL"), net] => {
+                let net: Network = net.parse().map_err(StoreError::Protocol)?;
+                self.whitelist_change(*cmd == "WLADD", &net)
+                    .map(|changed| ok(vec![u8::from(changed).to_string()]))
+            }
+            other => {
+                return Err(StoreError::Protocol(format!(
+                    "the Redis store has no command {other:?}"
+                )));
+            }
+        };
+        r.map_err(|e| StoreError::Db(e.to_string()))
+    }
+
+    fn stats(&mut self) -> Result<Vec<String>, RedisError> {
+        let v = self.one(redis::cmd("HGETALL").arg(self.key("counters", "")).clone())?;
+        let mut counters: BTreeMap<String, String> = BTreeMap::new();
+        let flat: Vec<String> = items(v).iter().filter_map(text).collect();
+        for kv in flat.chunks(2) {
+            if let [k, v] = kv {
+                counters.insert(k.clone(), v.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for k in COUNTERS {
+            out.push(k.to_string());
+            out.push(counters.remove(*k).unwrap_or_else(|| "0".into()));
+        }
+        for (k, v) in counters {
+            out.push(k);
+            out.push(v);
+        }
+        let triplets = self.scan(&self.key("t:", ""), &mut |_| {})?;
+        let awl = self.scan(&self.key("a:", ""), &mut |_| {})?;
+        let wl = self.one(redis::cmd("SCARD").arg(self.key("whitelist", "")).clone())?;
+        out.extend([
+            "triplets".into(),
+            triplets.to_string(),
+            "auto_whitelisted_clients".into(),
+            awl.to_string(),
+            "store_whitelist_entries".into(),
+            int(&wl).unwrap_or(0).to_string(),
+        ]);
+        Ok(out)
+    }
+
+    /// Calls `each` with every key under `prefix` (SCAN, so Redis serves others meanwhile);
+    /// returns how many there were.
+    fn scan(&mut self, prefix: &str, each: &mut dyn FnMut(Vec<u8>)) -> Result<u64, RedisError> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor = "0".to_string();
+        let mut n = 0;
+        loop {
+            let v = self.one(
+                redis::cmd("SCAN")
+                    .arg(&cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH)
+                    .clone(),
+            )?;
+            let mut parts = items(v).into_iter();
+            cursor = parts.next().as_ref().and_then(text).unwrap_or_default();
+            for k in parts.next().map(items).unwrap_or_default() {
+                if let Value::BulkString(b) = k {
+                    n += 1;
+                    each(b);
+                }
+            }
+            if cursor == "0" || cursor.is_empty() {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Every triplet the filter selects, with its key.
+    fn rows(&mut self, f: &Filter) -> Result<Vec<(Vec<u8>, Row)>, RedisError> {
+        let prefix = self.key("t:", "");
+        let mut keys = Vec::new();
+        self.scan(&prefix, &mut |k| keys.push(k))?;
+        let want = |s: &str| (!s.is_empty()).then(|| self.key_part(s));
+        let (client, sender, recipient) = (want(&f.client), want(&f.sender), want(&f.recipient));
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(SCAN_BATCH) {
+            let cmds: Vec<redis::Cmd> = chunk
+                .iter()
+                .map(|k| {
+                    redis::cmd("HMGET")
+                        .arg(k)
+                        .arg("f")
+                        .arg("l")
+                        .arg("p")
+                        .clone()
+                })
+                .collect();
+            let replies = self.run(&cmds)?;
+            for (k, v) in chunk.iter().zip(replies) {
+                let vals: Vec<u64> = items(v)
+                    .iter()
+                    .filter_map(|x| int(x).map(|n| n as u64))
+                    .collect();
+                let [first, last, passed] = vals[..] else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let mut parts = text.splitn(3, '\0');
+                let (Some(c), Some(s), Some(r)) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                let row = Row {
+                    client: c.to_string(),
+                    sender: s.to_string(),
+                    recipient: r.to_string(),
+                    entry: Entry {
+                        first,
+                        last,
+                        passed: passed != 0,
+                    },
+                };
+                if f.matches(
+                    &row,
+                    client.as_deref(),
+                    sender.as_deref(),
+                    recipient.as_deref(),
+                ) {
+                    rows.push((k.clone(), row));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn delete(&mut self, f: &Filter) -> Result<u64, RedisError> {
+        let keys: Vec<Vec<u8>> = self.rows(f)?.into_iter().map(|(k, _)| k).collect();
+        let mut n = 0;
+        for chunk in keys.chunks(SCAN_BATCH) {
+            let v = self.one(redis::cmd("DEL").arg(chunk).clone())?;
+            n += int(&v).unwrap_or(0) as u64;
+        }
+        Ok(n)
+    }
+
+    /// Redis removes entries by their TTL (max age after the last sighting). `purge`
+    /// removes what the current `greylist_max_age` says is expired but still has a longer
+    /// TTL (the maximum age was lowered), and counts the triplets it removes.
+    fn purge(&mut self) -> Result<u64, RedisError> {
+        let now = self.server_time()?;
+        let max_age = self.s.max_age_ms;
+        let mut never = 0;
+        for (kind, field) in [("t:", "l"), ("a:", "ls")] {
+            let mut keys = Vec::new();
+            self.scan(&self.key(kind, ""), &mut |k| keys.push(k))?;
+            for chunk in keys.chunks(SCAN_BATCH) {
+                let cmds: Vec<redis::Cmd> = chunk
+                    .iter()
+                    .map(|k| redis::cmd("HMGET").arg(k).arg(field).arg("p").clone())
+                    .collect();
+                let replies = self.run(&cmds)?;
+                let mut expired = Vec::new();
+                for (k, v) in chunk.iter().zip(replies) {
+                    let vals = items(v);
+                    let last = vals.first().and_then(int).unwrap_or(0) as u64;
+                    if now.saturating_sub(last) > max_age {
+                        let passed = vals.get(1).and_then(int) == Some(1);
+                        if kind == "t:" {
+                            let name = if passed {
+                                "expired_passed"
+                            } else {
+                                never += 1;
+                                "expired_never_passed"
+                            };
+                            self.count_pending(name);
+                        }
+                        expired.push(k.clone());
+                    }
+                }
+                if !expired.is_empty() {
+                    self.one(redis::cmd("DEL").arg(expired).clone())?;
+                }
+            }
+        }
+        self.send_counts();
+        Ok(never)
+    }
+
+    /// The Redis server's clock in ms, the one the decisions use.
+    fn server_time(&mut self) -> Result<u64, RedisError> {
+        let v = self.one(redis::cmd("TIME"))?;
+        let t: Vec<i64> = items(v).iter().filter_map(int).collect();
+        match t[..] {
+            [s, us] => Ok((s * 1000 + us / 1000) as u64),
+            _ => Err(RedisError::Protocol {
+                url: self.url(),
+                message: "TIME".into(),
+            }),
+        }
+    }
+
+    fn whitelist_list(&mut self) -> Result<Vec<String>, RedisError> {
+        let v = self.one(
+            redis::cmd("SMEMBERS")
+                .arg(self.key("whitelist", ""))
+                .clone(),
+        )?;
+        let mut nets: Vec<String> = items(v).iter().filter_map(text).collect();
+        nets.sort();
+        Ok(nets)
+    }
+
+    /// Adds or removes a network and bumps the version, in one transaction: every
+    /// instance reloads its copy at its next decision.
+    fn whitelist_change(&mut self, add: bool, net: &Network) -> Result<bool, RedisError> {
+        let set = self.key("whitelist", "");
+        let cmds = [
+            redis::cmd("MULTI"),
+            redis::cmd(if add { "SADD" } else { "SREM" })
+                .arg(&set)
+                .arg(net.to_string())
+                .clone(),
+            redis::cmd("INCR")
+                .arg(self.key("whitelist:version", ""))
+                .clone(),
+            redis::cmd("EXEC"),
+        ];
+        let mut replies = self.run(&cmds)?;
+        let exec = items(replies.pop().unwrap_or(Value::Nil));
+        Ok(exec.first().and_then(int) == Some(1))
+    }
+}
+
+/// Escapes the glob characters of SCAN's MATCH, so a key prefix is taken literally.
+fn glob_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// One triplet as `list` shows it.
+#[derive(Debug, Clone)]
+struct Row {
+    client: String,
+    sender: String,
+    recipient: String,
+    entry: Entry,
+}
+
+/// The keeper's LIST/DELETE filter fields: client, sender, recipient, state, pattern.
+#[derive(Debug, Default)]
+struct Filter {
+    client: String,
+    sender: String,
+    recipient: String,
+    state: String,
+    pattern: Option<regex::Regex>,
+}
+
+impl Filter {
+    fn matches(
+        &self,
+        row: &Row,
+        client: Option<&str>,
+        sender: Option<&str>,
+        recipient: Option<&str>,
+    ) -> bool {
+        client.is_none_or(|c| c == row.client)
+            && sender.is_none_or(|s| s == row.sender)
+            && recipient.is_none_or(|r| r == row.recipient)
+            && match self.state.as_str() {
+                "greylisted" => !row.entry.passed,
+                "passed" => row.entry.passed,
+                _ => true,
+            }
+            && self.pattern.as_ref().is_none_or(|p| {
+                p.is_match(&format!("{} {} {}", row.client, row.sender, row.recipient))
+            })
+    }
+}
+
+fn filter(f: &[&str]) -> Result<Filter, StoreError> {
+    let get = |i: usize| f.get(i).map(|s| s.to_string()).unwrap_or_default();
+    let pattern = match f.get(4) {
+        Some(p) if !p.is_empty() => Some(
+            regex::Regex::new(p).map_err(|e| StoreError::Protocol(format!("--pattern: {e}")))?,
+        ),
+        _ => None,
+    };
+    Ok(Filter {
+        client: get(0),
+        sender: get(1),
+        recipient: get(2),
+        state: get(3),
+        pattern,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u: RedisUrl = "redis://127.0.0.1:6380/2".parse().unwrap();
+        assert_eq!(u.to_string(), "redis://127.0.0.1:6380/2");
+        let u: RedisUrl = "redis://greyspf@[::1]".parse().unwrap();
+        assert_eq!(u.to_string(), "redis://greyspf@[::1]:6379/0");
+        let u: RedisUrl = "unix:///run/redis/redis.sock?db=3".parse().unwrap();
+        assert_eq!(u.to_string(), "unix:///run/redis/redis.sock?db=3");
+        for bad in [
+            "redis://user:hunter2@127.0.0.1/0",
+            "redis://:hunter2@127.0.0.1",
+            "rediss://127.0.0.1",
+            "redis://redis.example/0",
+            "http://127.0.0.1",
+            "unix://relative",
+        ] {
+            let e = bad.parse::<RedisUrl>().unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(
+            "redis://:hunter2@127.0.0.1"
+                .parse::<RedisUrl>()
+                .unwrap_err()
+                .contains("redis_password_file")
+        );
+    }
+
+    #[test]
+    fn keying_names_the_secret_without_revealing_it() {
+        assert_eq!(keying(None), "plain");
+        let k = keying(Some(&[7u8; 32]));
+        assert!(k.starts_with("hmac-sha256:") && k.len() == 12 + 16);
+        assert_ne!(k, keying(Some(&[8u8; 32])));
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    /// decide_request, which the script is checked against, decides as the sled keeper
+    /// does: the same sequence of sightings through both, verdicts and counters compared.
+    #[test]
+    fn decide_request_is_the_keepers_decision() {
+        use crate::greylist::decide::{AwlEntry, Timers, decide_request};
+        let t = Timers {
+            delay_ms: 300_000,
+            retry_window_ms: 2 * 86_400_000,
+            max_age_ms: 35 * 86_400_000,
+            awl_clients: 2,
+            awl_interval_ms: 3_600_000,
+        };
+        let sled = sled::Config::new().temporary(true).open().unwrap();
+        let dir = std::env::temp_dir();
+        let db = crate::store::db::Db::new(sled, &dir, false).unwrap();
+        let (mut trip, mut awl): (BTreeMap<&str, Entry>, Option<AwlEntry>) =
+            (BTreeMap::new(), None);
+        let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
+        let h = 3_600_000;
+        // (sender, time): new, early, delayed, known, a second triplet passing after the
+        // hour (auto-whitelist reached), then the auto-whitelist, then expiry.
+        let seq = [
+            ("a", 0),
+            ("a", 100_000),
+            ("a", 300_000),
+            ("a", 400_000),
+            ("b", 500_000),
+            ("b", 900_000 + h),
+            ("c", 1_000_000 + h),
+            ("c", 2 * 86_400_000),
+            ("a", 40 * 86_400_000),
+            ("d", 40 * 86_400_000 + 1),
+            ("d", 43 * 86_400_000),
+        ];
+        for (sender, now) in seq {
+            let got = db
+                .grey("192.0.2.0/24", sender, "r", "192.0.2.1", &t, now)
+                .unwrap();
+            let d = decide_request(trip.get(sender).copied(), awl, now, &t);
+            assert_eq!(got, d.verdict, "{sender} at {now}");
+            if let Some(e) = d.triplet {
+                trip.insert(sender, e);
+            }
+            awl = d.awl.or(awl);
+            for c in std::iter::once("requests").chain(d.counters) {
+                *counters.entry(c).or_default() += 1;
+            }
+        }
+        let stats: BTreeMap<String, u64> = db.stats().into_iter().collect();
+        for k in COUNTERS {
+            assert_eq!(stats[*k], counters.get(k).copied().unwrap_or(0), "{k}");
+        }
+        assert!(counters["awl_hits"] > 0 && counters["awl_added"] > 0);
+    }
+
+    #[test]
+    fn glob_escaping() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

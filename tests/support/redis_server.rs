@@ -1,0 +1,138 @@
+//! A private redis-server for one test: a free loopback port, a directory of its own, no
+//! persistence; stopped (SIGKILL) when dropped. Without redis-server a test is skipped,
+//! unless `GREYSPF_E2E=required` makes that a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A redis-server of one test: its own port and directory, killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether redis-server can run here; a skip is a failure when CI requires these tests.
+pub fn redis_available(test: &str) -> bool {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("GREYSPF_E2E").as_deref() == Ok("required") {
+            panic!("GREYSPF_E2E=required, but redis-server is not installed");
+        }
+        eprintln!(
+            "{test}: skipped: redis-server not found (install the redis-server package; \
+             set GREYSPF_E2E=required to make this skip a failure)"
+        );
+    }
+    ok
+}
+
+impl Redis {
+    pub fn start(name: &str, extra: &[&str]) -> Option<Redis> {
+        if !redis_available(name) {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/gsr-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        r.run();
+        Some(r)
+    }
+
+    /// Starts the server (again, on the same port) and waits until it answers.
+    pub fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"PING\r\n");
+                let mut b = [0u8; 1];
+                if s.read(&mut b).is_ok_and(|n| n == 1) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id();
+        // SAFETY: signalling the server this test started.
+        unsafe { kill(pid as i32, sig) };
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// redis-cli with `args`; its output, one line per value.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A connection of the redis crate, to seed and read keys.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(18); // SIGCONT, in case a test left it stopped
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+unsafe extern "C" {
+    pub fn kill(pid: i32, sig: i32) -> i32;
+}
