@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{GREYLISTED, Session, TestDir, actions, assert_header, request, run_stream};
-use greyspf::greylist::decide::{AwlEntry, Entry, Timers, decide_request};
 use greyspf::greylist::GreyQuery;
+use greyspf::greylist::decide::{AwlEntry, Entry, Timers, decide_request};
 use greyspf::store::redis::{RedisSettings, RedisStore};
 use support::redis_server::{Redis, free_port};
 
