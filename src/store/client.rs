@@ -211,7 +211,10 @@ impl KeeperClient {
             }
             self.retry_after = None;
         }
-        for attempt in 0..2 {
+        // A kept connection may have gone stale (the keeper idled out or was replaced): one
+        // failure on it, other than a timeout, earns one more try on a fresh connection.
+        let mut retried = false;
+        loop {
             let mut conn = match self.conn.take() {
                 Some(c) => c,
                 None => match self.connect() {
@@ -233,13 +236,13 @@ impl KeeperClient {
                     self.conn = Some(conn);
                     return Ok(reply);
                 }
-                Ok(None) if attempt == 0 => continue,
+                Ok(None) if !retried => retried = true,
                 Err(e)
-                    if attempt == 0
+                    if !retried
                         && e.kind() != std::io::ErrorKind::WouldBlock
                         && e.kind() != std::io::ErrorKind::TimedOut =>
                 {
-                    continue;
+                    retried = true;
                 }
                 Ok(None) => {
                     return Err(StoreError::Protocol("keeper closed the connection".into()));
@@ -255,7 +258,6 @@ impl KeeperClient {
                 Err(e) => return Err(StoreError::Io(e)),
             }
         }
-        Err(StoreError::Protocol("keeper unavailable".into()))
     }
 }
 

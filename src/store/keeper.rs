@@ -558,7 +558,6 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
             u8::from(shared.db.whitelist_remove(&network(f)?)?).to_string(),
         ])),
         "WLLIST" => Ok(ok(shared.db.whitelist_list())),
-        "KEY" => Ok(ok(f[1..].iter().map(|s| shared.db.key_part(s)).collect())),
         other => Err(format!("unknown command {other:?}")),
     }
 }
