@@ -406,12 +406,21 @@ const GREYSPF_UID: u32 = 64123;
 fn with_greyspf_user(t: &TestDir, script: &str) -> String {
     let passwd = t.path.join("passwd");
     let group = t.path.join("group");
-    let mut p = std::fs::read_to_string("/etc/passwd").unwrap();
+    // Any greyspf entry of this machine (an installed package) gives way to the test's.
+    let without = |path: &str| -> String {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("greyspf:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let mut p = without("/etc/passwd");
     p.push_str(&format!(
         "greyspf:x:{GREYSPF_UID}:{GREYSPF_UID}::/var/lib/greyspf:/usr/sbin/nologin\n"
     ));
     std::fs::write(&passwd, p).unwrap();
-    let mut g = std::fs::read_to_string("/etc/group").unwrap();
+    let mut g = without("/etc/group");
     g.push_str(&format!("greyspf:x:{GREYSPF_UID}:\n"));
     std::fs::write(&group, g).unwrap();
     let script = format!(
@@ -465,23 +474,26 @@ fn root_works_for_the_greyspf_user_when_it_exists() {
         .iter()
         .map(|a| format!("'{a}'"))
         .collect();
-    // An administrator's first command, run as root before anything else; then, with the
-    // user greyspf present, a root-owned directory is refused to root as well.
+    // An administrator's first command, run as root before anything else, in the state
+    // directory the package makes (the user greyspf's home): made for greyspf. Then a
+    // root-owned one there is refused to root as well; another directory is root's own
+    // business.
+    let home = "-o state_directory=/var/lib/greyspf";
     let out = with_greyspf_user(
         &t,
         &format!(
-            "{BIN} {} check --client-address 192.0.2.1 --sender a@example.org \
+            "{BIN} {args} {home} check --client-address 192.0.2.1 --sender a@example.org \
                --recipient b@example.com
-             cd {}
+             cd /var/lib/greyspf
              stat -c '%u %a %n' . keeper.lock store
-             mkdir -m 0700 /var/lib/rootowned
-             {BIN} {} -o state_directory=/var/lib/rootowned --check-config \
-               >/dev/null 2>&1 || echo \"check-config: $?\"
-             {BIN} {} -o state_directory=/var/lib/rootowned --check-config 2>&1 >/dev/null || true",
-            args.join(" "),
-            t.state().display(),
-            args.join(" "),
-            args.join(" "),
+             cd /
+             rm -rf /var/lib/greyspf
+             mkdir -m 0700 /var/lib/greyspf /var/lib/other
+             {BIN} {args} {home} --check-config >/dev/null 2>&1 || echo \"check-config: $?\"
+             {BIN} {args} {home} --check-config 2>&1 >/dev/null || true
+             {BIN} {args} -o state_directory=/var/lib/other --check-config >/dev/null \
+               && echo 'another directory: fine'",
+            args = args.join(" "),
         ),
     );
     assert_eq!(
@@ -494,9 +506,10 @@ fn root_works_for_the_greyspf_user_when_it_exists() {
              {GREYSPF_UID} 600 keeper.lock\n\
              {GREYSPF_UID} 755 store\n\
              check-config: 78\n\
-             greyspf: configuration error: state directory /var/lib/rootowned is owned by \
+             greyspf: configuration error: state directory /var/lib/greyspf is owned by \
              root, but the user greyspf exists and the policy processes Postfix runs as \
-             greyspf could not use it; fix: chown -R greyspf: /var/lib/rootowned\n"
+             greyspf could not use it; fix: chown -R greyspf: /var/lib/greyspf\n\
+             another directory: fine\n"
         )
     );
 }

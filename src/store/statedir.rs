@@ -65,12 +65,17 @@ fn facts(meta: &std::fs::Metadata) -> DirFacts {
     }
 }
 
-/// The service user's uid, looked up only by root (the only case that needs it).
-fn service_uid() -> Option<u32> {
+/// The service user's uid and gid when `dir` is that user's home, the state directory the
+/// package makes for it; looked up only by root (the only case that needs it). Other
+/// directories, an administrator's test directory say, are judged by their owner alone.
+fn service_owner_of(dir: &Path) -> Option<(u32, u32)> {
     if euid() != 0 {
         return None;
     }
-    user_ids(SERVICE_USER).map(|(uid, _)| uid)
+    passwd_entries()
+        .into_iter()
+        .find(|e| e.name == SERVICE_USER && Path::new(&e.home) == dir)
+        .map(|e| (e.uid, e.gid))
 }
 
 fn euid() -> u32 {
@@ -88,7 +93,12 @@ pub fn check(dir: &Path) -> Result<(), StoreError> {
             Ok(m)
         }
     }) {
-        Ok(m) => match problem(dir, facts(&m), euid(), service_uid()) {
+        Ok(m) => match problem(
+            dir,
+            facts(&m),
+            euid(),
+            service_owner_of(dir).map(|(uid, _)| uid),
+        ) {
             Some(p) => Err(StoreError::StateDirUnsafe(p)),
             None => Ok(()),
         },
@@ -114,9 +124,7 @@ pub fn prepare(dir: &Path) -> Result<(), StoreError> {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
-        if euid() == 0
-            && let Some((uid, gid)) = user_ids(SERVICE_USER)
-        {
+        if let Some((uid, gid)) = service_owner_of(dir) {
             std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io)?;
         }
     }
@@ -139,20 +147,33 @@ pub fn give_to_owner(dir: &Path, file: &std::fs::File) -> std::io::Result<()> {
 /// One `/etc/passwd` entry: name, uid, gid. The binary is linked statically, where
 /// glibc's NSS lookups (getpwnam) cannot load their modules, so the file is read directly;
 /// the package creates its system user there.
-fn passwd_entries() -> Vec<(String, u32, u32)> {
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn passwd_entries() -> Vec<PasswdEntry> {
     std::fs::read_to_string("/etc/passwd")
         .map(|text| parse_passwd(&text))
         .unwrap_or_default()
 }
 
-fn parse_passwd(text: &str) -> Vec<(String, u32, u32)> {
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split(':');
             let name = f.next()?.to_string();
             let uid = f.nth(1)?.parse().ok()?;
             let gid = f.next()?.parse().ok()?;
-            Some((name, uid, gid))
+            let home = f.nth(1)?.to_string();
+            Some(PasswdEntry {
+                name,
+                uid,
+                gid,
+                home,
+            })
         })
         .collect()
 }
@@ -160,15 +181,8 @@ fn parse_passwd(text: &str) -> Vec<(String, u32, u32)> {
 fn user_name(uid: u32) -> Option<String> {
     passwd_entries()
         .into_iter()
-        .find(|e| e.1 == uid)
-        .map(|e| e.0)
-}
-
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    passwd_entries()
-        .into_iter()
-        .find(|e| e.0 == name)
-        .map(|e| (e.1, e.2))
+        .find(|e| e.uid == uid)
+        .map(|e| e.name)
 }
 
 #[cfg(test)]
@@ -186,11 +200,20 @@ mod tests {
     #[test]
     fn passwd_lines() {
         let text = "root:x:0:0:root:/root:/bin/bash\ngreyspf:x:110:120::/var/lib/greyspf:/usr/sbin/nologin\nbroken\n";
+        let entries: Vec<_> = parse_passwd(text)
+            .into_iter()
+            .map(|e| (e.name, e.uid, e.gid, e.home))
+            .collect();
         assert_eq!(
-            parse_passwd(text),
+            entries,
             [
-                ("root".to_string(), 0, 0),
-                ("greyspf".to_string(), 110, 120)
+                ("root".to_string(), 0, 0, "/root".to_string()),
+                (
+                    "greyspf".to_string(),
+                    110,
+                    120,
+                    "/var/lib/greyspf".to_string()
+                )
             ]
         );
     }
