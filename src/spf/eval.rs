@@ -220,22 +220,7 @@ impl<D: Dns> Evaluation<'_, D> {
                 IpAddr::V6(ip) => in_network6(ip, *network, *prefix),
                 IpAddr::V4(_) => false,
             }),
-            Mechanism::Include(spec) => {
-                self.count_dns_term()?;
-                let Some(target) = self.target_name(spec, domain).await else {
-                    return Err(Stop::Permanent(format!(
-                        "include of {domain} is not a valid domain name"
-                    )));
-                };
-                let outcome = Box::pin(self.check(&target, false)).await?;
-                match outcome.result {
-                    SpfResult::Pass => Ok(true),
-                    SpfResult::None => Err(Stop::Permanent(format!(
-                        "included domain {target} has no SPF record"
-                    ))),
-                    _ => Ok(false),
-                }
-            }
+            Mechanism::Include(spec) => self.include_matches(spec, domain).await,
             Mechanism::A {
                 domain: spec,
                 cidr4,
@@ -251,67 +236,101 @@ impl<D: Dns> Evaluation<'_, D> {
                 domain: spec,
                 cidr4,
                 cidr6,
-            } => {
-                self.count_dns_term()?;
-                let Some(target) = self.optional_target(spec.as_ref(), domain).await else {
-                    return Ok(false);
-                };
-                let exchanges = match self.dns.mx(&target).await {
-                    Answer::Found(exchanges) => exchanges,
-                    Answer::Void => {
-                        self.count_void()?;
-                        return Ok(false);
-                    }
-                    Answer::Failed(error) => {
-                        return Err(Stop::Temporary(format!("MX lookup of {target}: {error}")));
-                    }
-                };
-                if exchanges.len() > MAX_MX_RECORDS {
-                    return Err(Stop::Permanent(format!(
-                        "{target} has more than {MAX_MX_RECORDS} MX records"
-                    )));
-                }
-                for exchange in exchanges {
-                    // A null MX (RFC 7505) names no host.
-                    let Some(host) = normalize_name(&exchange) else {
-                        continue;
-                    };
-                    if self.address_match(&host, *cidr4, *cidr6, false).await? {
-                        return Ok(true);
-                    }
-                }
+            } => self.mx_matches(spec.as_ref(), domain, *cidr4, *cidr6).await,
+            Mechanism::Ptr(spec) => self.ptr_matches(spec.as_ref(), domain).await,
+            Mechanism::Exists(spec) => self.exists_matches(spec, domain).await,
+        }
+    }
+
+    /// `include`: the included domain's check passes (RFC 7208 §5.2).
+    async fn include_matches(&mut self, spec: &MacroString, domain: &str) -> Result<bool, Stop> {
+        self.count_dns_term()?;
+        let Some(target) = self.target_name(spec, domain).await else {
+            return Err(Stop::Permanent(format!(
+                "include of {domain} is not a valid domain name"
+            )));
+        };
+        let outcome = Box::pin(self.check(&target, false)).await?;
+        match outcome.result {
+            SpfResult::Pass => Ok(true),
+            SpfResult::None => Err(Stop::Permanent(format!(
+                "included domain {target} has no SPF record"
+            ))),
+            _ => Ok(false),
+        }
+    }
+
+    /// `mx`: an address of one of the domain's (at most ten) exchanges (RFC 7208 §5.4).
+    async fn mx_matches(
+        &mut self,
+        spec: Option<&MacroString>,
+        domain: &str,
+        cidr4: u8,
+        cidr6: u8,
+    ) -> Result<bool, Stop> {
+        self.count_dns_term()?;
+        let Some(target) = self.optional_target(spec, domain).await else {
+            return Ok(false);
+        };
+        let exchanges = match self.dns.mx(&target).await {
+            Answer::Found(exchanges) => exchanges,
+            Answer::Void => {
+                self.count_void()?;
+                return Ok(false);
+            }
+            Answer::Failed(error) => {
+                return Err(Stop::Temporary(format!("MX lookup of {target}: {error}")));
+            }
+        };
+        if exchanges.len() > MAX_MX_RECORDS {
+            return Err(Stop::Permanent(format!(
+                "{target} has more than {MAX_MX_RECORDS} MX records"
+            )));
+        }
+        for exchange in exchanges {
+            // A null MX (RFC 7505) names no host.
+            let Some(host) = normalize_name(&exchange) else {
+                continue;
+            };
+            if self.address_match(&host, cidr4, cidr6, false).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `ptr`: a validated name of the client within the domain (RFC 7208 §5.5).
+    async fn ptr_matches(
+        &mut self,
+        spec: Option<&MacroString>,
+        domain: &str,
+    ) -> Result<bool, Stop> {
+        self.count_dns_term()?;
+        let Some(target) = self.optional_target(spec, domain).await else {
+            return Ok(false);
+        };
+        let matched = self.ptr_match(&target.to_ascii_lowercase()).await;
+        // Each `ptr` term whose PTR query is void counts, even when that answer was
+        // already known from an earlier term.
+        if self.ptr_void {
+            self.count_void()?;
+        }
+        Ok(matched)
+    }
+
+    /// `exists`: the name has an A record, whatever the client's address family (§5.7).
+    async fn exists_matches(&mut self, spec: &MacroString, domain: &str) -> Result<bool, Stop> {
+        self.count_dns_term()?;
+        let Some(target) = self.target_name(spec, domain).await else {
+            return Ok(false);
+        };
+        match self.dns.a(&target).await {
+            Answer::Found(_) => Ok(true),
+            Answer::Void => {
+                self.count_void()?;
                 Ok(false)
             }
-            Mechanism::Ptr(spec) => {
-                self.count_dns_term()?;
-                let Some(target) = self.optional_target(spec.as_ref(), domain).await else {
-                    return Ok(false);
-                };
-                let matched = self.ptr_match(&target.to_ascii_lowercase()).await;
-                // Each `ptr` term whose PTR query is void counts, even when that answer
-                // was already known from an earlier term.
-                if self.ptr_void {
-                    self.count_void()?;
-                }
-                Ok(matched)
-            }
-            Mechanism::Exists(spec) => {
-                self.count_dns_term()?;
-                let Some(target) = self.target_name(spec, domain).await else {
-                    return Ok(false);
-                };
-                // An A lookup whatever the client's address family (RFC 7208 §5.7).
-                match self.dns.a(&target).await {
-                    Answer::Found(_) => Ok(true),
-                    Answer::Void => {
-                        self.count_void()?;
-                        Ok(false)
-                    }
-                    Answer::Failed(error) => {
-                        Err(Stop::Temporary(format!("A lookup of {target}: {error}")))
-                    }
-                }
-            }
+            Answer::Failed(error) => Err(Stop::Temporary(format!("A lookup of {target}: {error}"))),
         }
     }
 
