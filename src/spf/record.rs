@@ -216,9 +216,18 @@ fn parse_term(term: &str, record: &mut Record) -> Result<(), SyntaxError> {
     };
     let name_end = rest.find([':', '/']).unwrap_or(rest.len());
     let (name, argument) = rest.split_at(name_end);
-    let bad = || SyntaxError::BadArgument(term.to_string());
+    let mechanism = parse_mechanism(name, argument, term)?;
+    record.directives.push(Directive {
+        qualifier,
+        mechanism,
+    });
+    Ok(())
+}
 
-    let mechanism = match name.to_ascii_lowercase().as_str() {
+/// A mechanism from its name and what follows the name (`:domain`, `/cidr`, or nothing).
+fn parse_mechanism(name: &str, argument: &str, term: &str) -> Result<Mechanism, SyntaxError> {
+    let bad = || SyntaxError::BadArgument(term.to_string());
+    Ok(match name.to_ascii_lowercase().as_str() {
         "all" if argument.is_empty() => Mechanism::All,
         "all" => return Err(bad()),
         "include" => Mechanism::Include(domain_argument(argument, term)?.ok_or_else(bad)?),
@@ -256,12 +265,7 @@ fn parse_term(term: &str, record: &mut Record) -> Result<(), SyntaxError> {
             Mechanism::Ip6 { network, prefix }
         }
         _ => return Err(SyntaxError::UnknownMechanism(term.to_string())),
-    };
-    record.directives.push(Directive {
-        qualifier,
-        mechanism,
-    });
-    Ok(())
+    })
 }
 
 fn parse_modifier(term: &str, eq: usize, record: &mut Record) -> Result<(), SyntaxError> {
