@@ -311,7 +311,8 @@ pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
         None => None,
     };
     let privacy_secret = if cfg.greylist_privacy {
-        Some(crate::store::redis::load_secret(&cfg.privacy_secret_file)?)
+        let secret = crate::store::secret::load_secret(&cfg.privacy_secret_file)?;
+        Some(crate::store::secret::KeyedHash::new(&secret)?)
     } else {
         None
     };

@@ -347,7 +347,7 @@ fn a_privacy_secret_others_can_read_is_refused() {
     assert_eq!(
         err,
         format!(
-            "greyspf: keeper: store: {}: readable or writable by others (mode 0644); it must \
+            "greyspf: keeper: store: privacy_secret_file {}: readable or writable by others (mode 0644); it must \
              be 0600: chmod 0600 it, or remove it to start over with a new secret (stored \
              keys are then forgotten)\n",
             secret.display()
