@@ -269,14 +269,10 @@ pub fn run(settings: &KeeperSettings) -> Result<(), StoreError> {
     let Some(db) = open_store(dir, settings.flush_interval)? else {
         return Ok(());
     };
-    let db = Db::new(
-        db,
-        settings
-            .privacy
-            .then(|| dir.join("privacy.secret"))
-            .as_deref(),
-    )
-    .map_err(StoreError::Db)?;
+    let secret = settings
+        .privacy
+        .then_some(settings.privacy_secret_file.as_path());
+    let db = Db::new(db, secret).map_err(StoreError::Db)?;
 
     let sock = socket_path(dir);
     // We hold the store lock, so a socket file left here belongs to a dead keeper.
