@@ -630,6 +630,11 @@ main() {
     rm -rf "$OUT"/work.*
     WORK=$(mktemp -d "$OUT/work.XXXXXX")
     WORK=$(cd "$WORK" && pwd)
+    # Run as root, greyspf gives a state directory it creates to its service user (greyspf,
+    # when that user exists) and its keeper runs as that user: it must reach the state
+    # directories. (greyspf creates missing parents mode 0700, so they are made here.)
+    mkdir -p "$WORK/state"
+    chmod 755 "$WORK" "$WORK/state"
     : >"$WORK/empty.conf"
     REPORT=$OUT/report.md
     : >"$REPORT"
