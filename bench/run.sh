@@ -7,7 +7,7 @@
 #
 #   bench/run.sh                       everything, with the defaults below
 #   RUNS=10 REQUESTS=50000 bench/run.sh
-#   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, postgrey)
+#   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, postgrey, redis)
 #
 # Settings (environment): REQUESTS (requests per stream, 20000), RUNS (measured runs per
 # policy, 5), WARMUP (1), SPAWNS (start-ups measured per policy, 200), CONCURRENCY (levels,
@@ -17,7 +17,8 @@
 # POSTGREY_REQUESTS (requests of the greylisting stream given to postgrey, 5000), PIN (a
 # CPU number: run the one-stream and start-up tables, every policy, its helpers and the
 # nameserver on that one CPU; unset: no pinning), NAMESERVERS (the SPF tables are made once
-# per nameserver listed and installed, "nsd dnsmasq").
+# per nameserver listed and installed, "nsd dnsmasq"), SQLGREY_REQUESTS (requests of the
+# greylisting stream in the Redis-and-sqlgrey table, 5000).
 #
 # Why PIN: the driver waits for each reply, as smtpd does, so every request is a hand-over
 # between processes. On a quiet virtual machine the CPU that must take the hand-over is
@@ -29,7 +30,8 @@
 #
 # The comparisons run when their programs are installed and are skipped with a message
 # otherwise: postfix-policyd-spf-python and postfix-policyd-spf-perl (Debian packages) on the
-# SPF stream, postgrey and socat on the greylisting stream. The SPF part needs root, ip
+# SPF stream, postgrey and socat on the greylisting stream, redis-server (for store = redis),
+# and sqlgrey with socat, sqlite3 and libdbd-sqlite3-perl. The SPF part needs root, ip
 # netns and nsd or dnsmasq (packages nsd, dnsmasq-base): every SPF policy runs in a private
 # network namespace whose only nameserver, on its loopback, serves the generated zone, so
 # greyspf (dns_server=) and the programs that use the system resolver (a resolv.conf
@@ -58,6 +60,7 @@ SPF_DOMAINS=${SPF_DOMAINS:-1000}
 POSTGREY_REQUESTS=${POSTGREY_REQUESTS:-5000}
 # The nameservers the SPF tables run against, one set of tables each, when installed.
 NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
+SQLGREY_REQUESTS=${SQLGREY_REQUESTS:-5000}
 
 # Where packaging/build-static.sh puts greyspf and the benchmark tools (the bench/ crate):
 # greyspf is measured as the Debian package ships it, a static binary, and the do-nothing
@@ -70,6 +73,10 @@ IN_NETNS=()
 NETNS=
 NAMESERVER_PID=
 POSTGREY_DIR=
+REDIS_PID=
+REDIS_PORT=
+SQLGREY_DIR=
+SQLGREY_PID=
 
 # ---------------------------------------------------------------------------------------
 # Policies. Each add_* function appends the driver arguments for one policy to POLICIES;
@@ -185,6 +192,17 @@ cleanup() {
         ip netns delete "$NETNS" 2>/dev/null || true
         rm -rf "/etc/netns/$NETNS"
         NETNS=
+    fi
+    if [ -n "$REDIS_PID" ]; then
+        kill "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+        REDIS_PID=
+    fi
+    if [ -n "$SQLGREY_DIR" ]; then
+        bench/sqlgrey.sh stop "$SQLGREY_DIR" || true
+        rm -rf "$SQLGREY_DIR"
+        SQLGREY_DIR=
+        SQLGREY_PID=
     fi
     if [ -n "$POSTGREY_DIR" ]; then
         bench/postgrey.sh stop "$POSTGREY_DIR" || true
@@ -425,6 +443,185 @@ comparable; its own CPU time and memory are the helper columns."
     cleanup
 }
 
+# ---------------------------------------------------------------------------------------
+# store = redis against the sled keeper and against sqlgrey. redis-server and sqlgrey are
+# daemons this script starts once (not the driver), so their CPU time is not the driver's
+# helper time: it is read from /proc/PID/stat before and after each table and divided by
+# the requests they served (warm-up runs included; what they spend idle while the other
+# policies run is counted too, so the figure is a little high).
+
+# A free TCP port on 127.0.0.1, the kernel's choice.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# CPU time (user and system, every thread) process $1 has used so far, in microseconds.
+proc_cpu_us() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * 1e6 / hz }' \
+        "/proc/$1/stat"
+}
+
+# Puts every thread of the running daemons on CPU $1 (a taskset list).
+daemons_on() {
+    local pid
+    for pid in $REDIS_PID $SQLGREY_PID; do
+        taskset -a -p -c "$1" "$pid" >/dev/null
+    done
+}
+
+# redis-server on a free loopback port, no snapshots, an append-only file written once a
+# second (as the sled keeper flushes once a second), in the work directory.
+start_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        note "Redis tables skipped: they need redis-server and redis-cli (package redis-server)."
+        return 1
+    fi
+    mkdir -p "$WORK/redis"
+    REDIS_PORT=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" --save '' \
+        --appendonly yes --appendfsync everysec --logfile "$WORK/redis/log" \
+        --daemonize no </dev/null >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 200); do
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.05
+    done
+    note "Redis tables skipped: redis-server did not answer (see $WORK/redis/log)."
+    return 1
+}
+
+# sqlgrey when it and what it needs are installed; sets SQLGREY_DIR and SQLGREY_PID.
+start_sqlgrey() {
+    local missing=
+    command -v sqlgrey >/dev/null || missing="sqlgrey"
+    command -v socat >/dev/null || missing="${missing:+$missing, }socat"
+    command -v sqlite3 >/dev/null || missing="${missing:+$missing, }sqlite3"
+    perl -MDBD::SQLite -e 1 2>/dev/null || missing="${missing:+$missing, }libdbd-sqlite3-perl"
+    [ "$(id -u)" -eq 0 ] || missing="${missing:+$missing, }root (sqlgrey drops privileges to its user)"
+    if [ -n "$missing" ]; then
+        note "sqlgrey rows skipped: they need $missing."
+        return 1
+    fi
+    # Outside the private work directory: the sqlgrey user must reach its database.
+    SQLGREY_DIR=$(mktemp -d)
+    chmod 755 "$SQLGREY_DIR"
+    SQLGREY_PORT=$(free_port)
+    SQLGREY_PID=$(bench/sqlgrey.sh start "$SQLGREY_DIR" "$SQLGREY_PORT") || {
+        note "sqlgrey rows skipped: it did not start (see $SQLGREY_DIR/log)."
+        return 1
+    }
+}
+
+# greyspf with store = redis. $1: greylist delay; $2: a name for its state directories. The
+# prepare step empties Redis, so each run starts on an empty greylist; no keeper runs, the
+# first request connects.
+add_greyspf_redis() {
+    local command
+    command=$(greyspf_command "$WORK/state/$2-redis-{run}" "greylist_delay=$1" spf_enable=no \
+        store=redis "redis_url=redis://127.0.0.1:$REDIS_PORT/0")
+    POLICIES+=(--policy "greyspf-redis=$command")
+    POLICIES+=(--prepare "greyspf-redis=redis-cli -p $REDIS_PORT FLUSHALL")
+}
+
+# greyspf with the sled keeper. $1: greylist delay; $2: a name for its state directories,
+# one per table, so that every run gets a fresh store and a keeper started for it (and
+# counted as its helper).
+add_greyspf_sled() {
+    local command
+    command=$(greyspf_command "$WORK/state/$2-sled-{run}" "greylist_delay=$1" spf_enable=no)
+    POLICIES+=(--policy "greyspf-sled=$command")
+    POLICIES+=(--prepare "greyspf-sled=$command check --client-address 192.0.2.1 \
+--sender prepare@bench.invalid --recipient prepare@bench.invalid")
+}
+
+add_sqlgrey() {
+    # nodelay: no Nagle wait on socat's side of the loopback connection.
+    POLICIES+=(--policy "sqlgrey=socat STDIO TCP:127.0.0.1:$SQLGREY_PORT,nodelay")
+    POLICIES+=(--prepare "sqlgrey=bench/sqlgrey.sh reset $SQLGREY_DIR")
+}
+
+# One table, run twice when PIN is set: first with nothing pinned (wall-clock: requests/s,
+# p50, p99 as smtpd would see them on this machine), then with the driver, every policy
+# and both daemons on CPU $PIN (CPU: requests/s and CPU per request on one CPU, every
+# hand-over a plain context switch). $1: title; $2: JSON base name; $3: requests in the
+# stream; $4: the function that fills POLICIES, given a name for state directories; the
+# rest: driver arguments.
+redis_table() {
+    local title=$1 json=$2 requests=$3 policies=$4 mode
+    shift 4
+    local modes=(wall)
+    [ -z "$PIN" ] || modes+=(pinned)
+    for mode in "${modes[@]}"; do
+        local redis_before sqlgrey_before=0 heading
+        if [ "$mode" = pinned ]; then
+            daemons_on "$PIN"
+            heading="$title; pinned to CPU $PIN (CPU figures)"
+        else
+            daemons_on "0-$(($(nproc) - 1))"
+            heading="$title; not pinned (wall-clock figures)"
+        fi
+        POLICIES=()
+        "$policies" "$json-$mode"
+        redis_before=$(proc_cpu_us "$REDIS_PID")
+        [ -z "$SQLGREY_PID" ] || sqlgrey_before=$(proc_cpu_us "$SQLGREY_PID")
+        if [ "$mode" = pinned ]; then
+            table "$heading" "$json-$mode.json" "$@" "${POLICIES[@]}"
+        else
+            NO_PIN=1 table "$heading" "$json-$mode.json" "$@" "${POLICIES[@]}"
+        fi
+        local redis_us sqlgrey_us=0
+        redis_us=$(($(proc_cpu_us "$REDIS_PID") - redis_before))
+        [ -z "$SQLGREY_PID" ] || sqlgrey_us=$(($(proc_cpu_us "$SQLGREY_PID") - sqlgrey_before))
+        python3 bench/server_cpu.py "$OUT/$json-$mode.json" \
+            --served "$(((RUNS + WARMUP) * requests))" \
+            --server "greyspf-redis=redis-server:$redis_us" \
+            --server "sqlgrey=sqlgrey:$sqlgrey_us" | tee -a "$REPORT"
+    done
+}
+
+# The policies of the two tables; $1: a name for their state directories.
+redis_stream_policies() {
+    add_greyspf_redis 0 "$1"
+    add_greyspf_sled 0 "$1"
+    add_null
+}
+
+sqlgrey_policies() {
+    add_greyspf_redis 5m "$1"
+    add_greyspf_sled 5m "$1"
+    add_sqlgrey
+    add_null
+}
+
+redis_tables() {
+    start_redis || return 0
+    [ -s "$WORK/greylist.txt" ] || python3 bench/gen_requests.py --seed "$SEED" \
+        --requests "$REQUESTS" >"$WORK/greylist.txt"
+    note "store = redis: one redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') \
+on 127.0.0.1 (TCP), no snapshots, append-only file fsynced every second (the sled keeper \
+flushes every second too); emptied (FLUSHALL) before each run of greyspf-redis. \
+redis-server's CPU time, read from /proc, is in the server column."
+    redis_table "Greylisting stream ($REQUESTS requests, greylist_delay=0: every request \
+stores or updates its triplet), store = redis against the sled keeper, $RUNS runs \
+(+$WARMUP warm-up), interleaved" redis "$REQUESTS" redis_stream_policies \
+        --requests "$WORK/greylist.txt" --runs "$RUNS" --warmup "$WARMUP"
+
+    start_sqlgrey || { cleanup; return 0; }
+    python3 bench/gen_requests.py --seed "$SEED" --requests "$SQLGREY_REQUESTS" \
+        >"$WORK/greylist-sqlgrey.txt"
+    note "sqlgrey $(sqlgrey --version 2>&1 | sed -n 's/^sqlgrey \([0-9.]*\).*/\1/p;q') \
+with SQLite (in-process, so the database's CPU is sqlgrey's), reached through socat over \
+TCP on 127.0.0.1 (socat's CPU is the policy column, sqlgrey's the server column), tables \
+emptied before each run. All three with a 5-minute greylist delay (sqlgrey counts in \
+minutes), so they make the same decisions on this replay: new triplets and early retries \
+are deferred. The first $SQLGREY_REQUESTS requests of the greylisting stream."
+    redis_table "Greylisting: store = redis, the sled keeper and sqlgrey on the same \
+$SQLGREY_REQUESTS requests, $RUNS runs (+$WARMUP warm-up), interleaved" sqlgrey \
+        "$SQLGREY_REQUESTS" sqlgrey_policies --requests "$WORK/greylist-sqlgrey.txt" \
+        --runs "$RUNS" --warmup "$WARMUP"
+    cleanup
+}
+
 main() {
     PROFILE=$PROFILE packaging/build-static.sh -p greyspf -p greyspf-bench >/dev/null
 
@@ -433,6 +630,11 @@ main() {
     rm -rf "$OUT"/work.*
     WORK=$(mktemp -d "$OUT/work.XXXXXX")
     WORK=$(cd "$WORK" && pwd)
+    # Run as root, greyspf gives a state directory it creates to its service user (greyspf,
+    # when that user exists) and its keeper runs as that user: it must reach the state
+    # directories. (greyspf creates missing parents mode 0700, so they are made here.)
+    mkdir -p "$WORK/state"
+    chmod 755 "$WORK" "$WORK/state"
     : >"$WORK/empty.conf"
     REPORT=$OUT/report.md
     : >"$REPORT"
@@ -444,6 +646,7 @@ main() {
     want greylist && greylist_tables
     want spf && spf_tables
     want postgrey && postgrey_tables
+    want redis && redis_tables
 
     # The stores are measured; drop them (about 6 MB per run). A keeper still idling on one
     # keeps its open files until its idle timeout and then exits.

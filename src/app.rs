@@ -267,6 +267,7 @@ pub fn keeper_settings(cfg: &Config) -> KeeperSettings {
     KeeperSettings {
         state_directory: cfg.state_directory.clone(),
         privacy: cfg.greylist_privacy,
+        privacy_secret_file: cfg.privacy_secret_file.clone(),
         max_age: cfg.greylist_max_age,
         flush_interval: cfg.store_flush_interval,
         idle_timeout: cfg.keeper_idle_timeout,
@@ -311,7 +312,8 @@ pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
         None => None,
     };
     let privacy_secret = if cfg.greylist_privacy {
-        Some(crate::store::redis::load_secret(&cfg.privacy_secret_file)?)
+        let secret = crate::store::secret::load_secret(&cfg.privacy_secret_file)?;
+        Some(crate::store::secret::KeyedHash::new(&secret)?)
     } else {
         None
     };

@@ -155,7 +155,7 @@ keys! {
     redis_timeout: Duration = "1s", "time", positive_duration,
         "Connect plus command deadline of one request to Redis.";
     privacy_secret_file: PathBuf = "", "path", optional_secret_path,
-        "The keyed-hash secret of greylist_privacy with store = redis; empty: privacy.secret in state_directory.";
+        "The keyed-hash secret of greylist_privacy; empty: privacy.secret in state_directory.";
     keeper_idle_timeout: Duration = "10m", "time", parse_duration,
         "How long the keeper waits without clients before it exits.";
     store_failure_action: String = "DUNNO", "action", action,

@@ -1,6 +1,7 @@
 //! The store under hostile conditions, through the real binary: a full disk, a state
 //! directory with the wrong owner or mode, a keeper started with other settings, a privacy
-//! secret others can read, a symlink in place of the lock file.
+//! secret others can read or kept where `privacy_secret_file` says, a symlink in place of
+//! the lock file.
 //!
 //! Tests that mount a tmpfs or run greyspf as another user need root; without it they
 //! print why and pass, unless `GREYSPF_E2E=required` (set by CI) makes that a failure.
@@ -347,7 +348,7 @@ fn a_privacy_secret_others_can_read_is_refused() {
     assert_eq!(
         err,
         format!(
-            "greyspf: keeper: store: {}: readable or writable by others (mode 0644); it must \
+            "greyspf: keeper: store: privacy_secret_file {}: readable or writable by others (mode 0644); it must \
              be 0600: chmod 0600 it, or remove it to start over with a new secret (stored \
              keys are then forgotten)\n",
             secret.display()
@@ -375,6 +376,72 @@ fn a_privacy_secret_others_can_read_is_refused() {
         .filter(|n| n.starts_with("privacy"))
         .collect();
     assert_eq!(names, ["privacy.secret"]);
+}
+
+/// `privacy_secret_file` names the sled keeper's secret too: refused when others can read
+/// it, created there (mode 0600, its directory made private) when missing, used for the
+/// keys, and another file retires a keeper started with the first.
+#[test]
+fn the_keeper_uses_privacy_secret_file() {
+    let t = TestDir::new("secretfile");
+    make_dir(&t.state(), 0o700);
+    let secret = t.path.join("keys").join("grey.secret");
+    make_dir(secret.parent().unwrap(), 0o700);
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let opt = format!("privacy_secret_file={}", secret.display());
+    let args = t.args(&[
+        "greylist_privacy=yes",
+        &opt,
+        &format!("store_failure_action={STORE_DOWN}"),
+    ]);
+    let (code, _, err) = run(&args, &["keeper"]);
+    assert_eq!(code, 70);
+    assert_eq!(
+        err,
+        format!(
+            "greyspf: keeper: store: privacy_secret_file {}: readable or writable by others \
+             (mode 0640); it must be 0600: chmod 0600 it, or remove it to start over with a \
+             new secret (stored keys are then forgotten)\n",
+            secret.display()
+        )
+    );
+
+    // Missing, in a directory that does not exist yet: made there, not in the state
+    // directory, and the keys are hashed with it.
+    std::fs::remove_dir_all(secret.parent().unwrap()).unwrap();
+    let (code, out, _) = run_stream(
+        &args,
+        request("192.0.2.1", "a@example.org", "b@example.com", "s1").as_bytes(),
+    );
+    assert_eq!((code, actions(&out)), (0, vec![GREYLISTED.to_string()]));
+    let m = std::fs::metadata(&secret).unwrap();
+    assert_eq!((m.len(), m.mode() & 0o777), (32, 0o600));
+    let dir_mode = std::fs::metadata(secret.parent().unwrap()).unwrap().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    assert!(!t.state().join("privacy.secret").exists());
+    let key = greyspf::store::secret::KeyedHash::new(&std::fs::read(&secret).unwrap()).unwrap();
+    let (code, listed, _) = run(&args, &["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        listed.contains(&key.key_part("a@example.org")),
+        "keys hashed with the file's secret: {listed}"
+    );
+    assert!(!listed.contains("example"), "{listed}");
+
+    // Another secret file: the running keeper retires, the next one uses the new file.
+    let first = t.keeper_pids();
+    let other = t.path.join("other.secret");
+    let opt = format!("privacy_secret_file={}", other.display());
+    let args = t.args(&["greylist_privacy=yes", &opt]);
+    let (code, out, _) = run_stream(
+        &args,
+        request("192.0.2.1", "a@example.org", "b@example.com", "s2").as_bytes(),
+    );
+    assert_eq!((code, actions(&out)), (0, vec![GREYLISTED.to_string()]));
+    assert_eq!(t.wait_log("keeper exiting: asked to retire", 1).len(), 1);
+    assert_ne!(t.keeper_pids(), first);
+    assert!(other.exists());
 }
 
 #[test]

@@ -398,6 +398,20 @@ fn two_hosts_share_one_greylist() {
     ] {
         assert_eq!(sa.get(k), Some(&v), "{k} in {sa:?}");
     }
+    // `list --pattern` is case-insensitive, as with the sled keeper.
+    let (code, list, err) = greyspf(&b, &["list", "--pattern", "ALICE@"]);
+    let triplets: Vec<&str> = list
+        .lines()
+        .map(|l| l.split(" first_seen=").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        (code, triplets),
+        (
+            0,
+            vec!["192.0.2.0/24 alice@example.org bob@example.net state=passed"]
+        ),
+        "{err}"
+    );
     // No keeper: Redis needs none.
     assert!(ta.keeper_pids().is_empty() && tb.keeper_pids().is_empty());
     assert!(!ta.state().join("store").exists());

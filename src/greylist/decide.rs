@@ -105,6 +105,35 @@ impl Verdict {
             Verdict::Whitelisted => "store-whitelist",
         }
     }
+
+    /// The milliseconds the verdict carries (left to wait, or waited), 0 for the others:
+    /// the value that travels with the reason from the keeper or the Redis script.
+    pub fn value_ms(&self) -> u64 {
+        match *self {
+            Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => remaining_ms,
+            Verdict::Delayed { waited_ms } => waited_ms,
+            _ => 0,
+        }
+    }
+
+    /// The verdict of a `reason` word and its value, the inverse of the two above.
+    pub fn from_reason(reason: &str, value_ms: u64) -> Option<Verdict> {
+        Some(match reason {
+            "new" => Verdict::New {
+                remaining_ms: value_ms,
+            },
+            "early-retry" => Verdict::EarlyRetry {
+                remaining_ms: value_ms,
+            },
+            "delayed" => Verdict::Delayed {
+                waited_ms: value_ms,
+            },
+            "triplet-known" => Verdict::Known,
+            "client-awl" => Verdict::ClientAwl,
+            "store-whitelist" => Verdict::Whitelisted,
+            _ => return None,
+        })
+    }
 }
 
 /// Applies the timers to a triplet. Early retries move `last` but never `first`, so a
@@ -368,6 +397,21 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_travel_as_reason_and_value() {
+        for v in [
+            Verdict::New { remaining_ms: 7 },
+            Verdict::EarlyRetry { remaining_ms: 8 },
+            Verdict::Delayed { waited_ms: 9 },
+            Verdict::Known,
+            Verdict::ClientAwl,
+            Verdict::Whitelisted,
+        ] {
+            assert_eq!(Verdict::from_reason(v.reason(), v.value_ms()), Some(v));
+        }
+        assert_eq!(Verdict::from_reason("maybe", 0), None);
+    }
+
+    #[test]
     fn zero_delay_passes_at_once() {
         let t = Timers { delay_ms: 0, ..T };
         assert_eq!(decide_triplet(None, 5, &t).1, Verdict::Known);
@@ -392,6 +436,13 @@ mod tests {
                 ..T
             }
         ));
+    }
+
+    #[test]
+    fn delay_buckets() {
+        assert_eq!(delay_bucket(300_000), "delay_le_5m");
+        assert_eq!(delay_bucket(301_000), "delay_le_10m");
+        assert_eq!(delay_bucket(90_000_000), "delay_gt_1d");
     }
 
     #[test]

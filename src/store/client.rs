@@ -317,15 +317,7 @@ fn parse_verdict(reply: &[String]) -> Result<Verdict, StoreError> {
     match reply {
         [ok, reason, value] if ok == "OK" => {
             let v: u64 = value.parse().map_err(|_| bad())?;
-            Ok(match reason.as_str() {
-                "new" => Verdict::New { remaining_ms: v },
-                "early-retry" => Verdict::EarlyRetry { remaining_ms: v },
-                "delayed" => Verdict::Delayed { waited_ms: v },
-                "triplet-known" => Verdict::Known,
-                "client-awl" => Verdict::ClientAwl,
-                "store-whitelist" => Verdict::Whitelisted,
-                _ => return Err(bad()),
-            })
+            Verdict::from_reason(reason, v).ok_or_else(bad)
         }
         [err, msg] if err == "ERR" => Err(StoreError::Db(msg.clone())),
         _ => Err(bad()),

@@ -3,16 +3,12 @@
 //! privacy mode. Only the keeper holds a `Db`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-
 use crate::greylist::decide::{self, AwlEntry, Entry, Timers, Verdict};
 use crate::net::Network;
+use crate::store::secret::{KeyedHash, load_secret};
 
 /// Every counter `stats` reports, in the order it prints them.
 pub const COUNTERS: &[&str] = &[
@@ -48,18 +44,6 @@ pub fn instance_counter(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
 }
 
-fn delay_bucket(ms: u64) -> &'static str {
-    match ms / 1000 {
-        0..=300 => "delay_le_5m",
-        301..=600 => "delay_le_10m",
-        601..=1800 => "delay_le_30m",
-        1801..=3600 => "delay_le_1h",
-        3601..=14400 => "delay_le_4h",
-        14401..=86400 => "delay_le_1d",
-        _ => "delay_gt_1d",
-    }
-}
-
 /// One triplet as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
@@ -67,6 +51,20 @@ pub struct Row {
     pub sender: String,
     pub recipient: String,
     pub entry: Entry,
+}
+
+impl Row {
+    /// The row as LIST sends it: client, sender, recipient, first, last, passed.
+    pub fn fields(self) -> [String; 6] {
+        [
+            self.client,
+            self.sender,
+            self.recipient,
+            self.entry.first.to_string(),
+            self.entry.last.to_string(),
+            u8::from(self.entry.passed).to_string(),
+        ]
+    }
 }
 
 /// Which triplets `list` and `delete` act on; empty fields match everything.
@@ -78,6 +76,52 @@ pub struct Filter {
     /// `greylisted` or `passed`
     pub state: String,
     pub pattern: Option<regex::Regex>,
+}
+
+impl Filter {
+    /// The filter of a LIST or DELETE request: client, sender, recipient, state and
+    /// pattern (a regular expression, case-insensitive, over "client sender recipient").
+    pub fn from_fields(f: &[&str]) -> Result<Filter, String> {
+        let get = |i: usize| f.get(i).copied().unwrap_or("");
+        let pattern = match get(4) {
+            "" => None,
+            p => Some(
+                regex::RegexBuilder::new(p)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| format!("bad pattern: {e}"))?,
+            ),
+        };
+        Ok(Filter {
+            client: get(0).to_string(),
+            sender: get(1).to_string(),
+            recipient: get(2).to_string(),
+            state: get(3).to_string(),
+            pattern,
+        })
+    }
+
+    /// Whether the filter selects the row; `client`, `sender` and `recipient` are the
+    /// filter's fields as stored (keyed in privacy mode), None when empty.
+    pub fn matches(
+        &self,
+        row: &Row,
+        client: Option<&str>,
+        sender: Option<&str>,
+        recipient: Option<&str>,
+    ) -> bool {
+        client.is_none_or(|c| c == row.client)
+            && sender.is_none_or(|s| s == row.sender)
+            && recipient.is_none_or(|r| r == row.recipient)
+            && match self.state.as_str() {
+                "greylisted" => !row.entry.passed,
+                "passed" => row.entry.passed,
+                _ => true,
+            }
+            && self.pattern.as_ref().is_none_or(|p| {
+                p.is_match(&format!("{} {} {}", row.client, row.sender, row.recipient))
+            })
+    }
 }
 
 pub struct Db {
@@ -93,7 +137,7 @@ pub struct Db {
     whitelist_nets: Mutex<Vec<Network>>,
     /// Serialises read-modify-write decisions.
     lock: Mutex<()>,
-    secret: Option<Hmac<Sha256>>,
+    secret: Option<KeyedHash>,
     /// The first I/O error sled reported. After one, sled refuses every later operation,
     /// even once the cause (a full disk, say) is gone: the keeper must exit so that a
     /// new one opens the store again from what is on disk.
@@ -113,89 +157,9 @@ fn err(e: sled::Error) -> String {
     e.to_string()
 }
 
-/// The keyed hash, set up once from the secret and cloned for each use.
-fn keyed_mac(key: &[u8]) -> DbResult<Hmac<Sha256>> {
-    <Hmac<Sha256> as KeyInit>::new_from_slice(key).map_err(|e| format!("privacy secret: {e}"))
-}
-
-fn hmac_sha256(mac: &Hmac<Sha256>, data: &[u8]) -> [u8; 32] {
-    let mut mac = mac.clone();
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-fn secret_error(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
-}
-
-/// Why a secret file with these permission bits may not be used, if it may not: a key that
-/// others can read lets them reverse the hashes of guessable addresses.
-pub fn secret_mode_problem(mode: u32) -> Option<String> {
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "readable or writable by others (mode {:04o}); it must be 0600: chmod 0600 it, or \
-             remove it to start over with a new secret (stored keys are then forgotten)",
-            mode & 0o7777
-        )
-    })
-}
-
-/// Reads the per-install secret, creating it (mode 0600) on first use.
-fn load_secret(dir: &Path) -> DbResult<Vec<u8>> {
-    let path = dir.join("privacy.secret");
-    match std::fs::File::open(&path) {
-        Ok(mut f) => {
-            let mode = f.metadata().map_err(|e| secret_error(&path, e))?.mode();
-            if let Some(why) = secret_mode_problem(mode) {
-                return Err(secret_error(&path, why));
-            }
-            let mut s = Vec::new();
-            f.read_to_end(&mut s).map_err(|e| secret_error(&path, e))?;
-            if s.len() < 32 {
-                return Err(secret_error(&path, "secret too short"));
-            }
-            return Ok(s);
-        }
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(secret_error(&path, e));
-        }
-        Err(_) => {}
-    }
-    let mut secret = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    write_atomically(&path, &secret).map_err(|e| secret_error(&path, e))?;
-    Ok(secret)
-}
-
-/// Writes a new file whole or not at all: a crash or a full disk must never leave a short
-/// secret behind, which would refuse every later start.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 impl Db {
-    pub fn new(db: sled::Db, dir: &Path, privacy: bool) -> DbResult<Db> {
+    /// `privacy_secret`: the secret file of privacy mode, None without it.
+    pub fn new(db: sled::Db, privacy_secret: Option<&Path>) -> DbResult<Db> {
         let triplets = db.open_tree("triplets").map_err(err)?;
         let awl = db.open_tree("awl").map_err(err)?;
         let whitelist = db.open_tree("whitelist").map_err(err)?;
@@ -210,10 +174,9 @@ impl Db {
                 counters.insert(k, u64::from_be_bytes(v));
             }
         }
-        let secret = if privacy {
-            Some(keyed_mac(&load_secret(dir)?)?)
-        } else {
-            None
+        let secret = match privacy_secret {
+            Some(path) => Some(KeyedHash::new(&load_secret(path)?)?),
+            None => None,
         };
         let d = Db {
             db,
@@ -249,10 +212,7 @@ impl Db {
     pub fn key_part(&self, s: &str) -> String {
         match &self.secret {
             None => s.to_string(),
-            Some(k) => hmac_sha256(k, s.as_bytes())[..16]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            Some(k) => k.key_part(s),
         }
     }
 
@@ -329,7 +289,7 @@ impl Db {
         let key = self.triplet_key(client, sender, recipient);
         let awl_key = self.key_part(address);
         let _guard = locked(&self.lock);
-        let awl_entry = if t.awl_clients > 0 {
+        let awl = if t.awl_clients > 0 {
             self.awl
                 .get(awl_key.as_bytes())
                 .map_err(|e| self.failed(e))?
@@ -337,51 +297,26 @@ impl Db {
         } else {
             None
         };
-        if decide::awl_listed(awl_entry, now, t) {
-            let updated = AwlEntry {
-                last_seen: now,
-                ..awl_entry.unwrap_or_default()
-            };
-            if decide::awl_needs_write(awl_entry, &updated, t) {
-                self.awl
-                    .insert(awl_key.as_bytes(), &updated.encode())
-                    .map_err(|e| self.failed(e))?;
-            }
-            self.count("awl_hits", 1);
-            return Ok(Verdict::ClientAwl);
-        }
-        let stored = self
+        let triplet = self
             .triplets
             .get(&key)
             .map_err(|e| self.failed(e))?
             .and_then(|v| Entry::decode(&v));
-        let (entry, verdict) = decide::decide_triplet(stored, now, t);
-        if decide::entry_needs_write(stored, &entry, t) {
+        let d = decide::decide_request(triplet, awl, now, t);
+        if let Some(e) = d.triplet {
             self.triplets
-                .insert(key, &entry.encode())
+                .insert(key, &e.encode())
                 .map_err(|e| self.failed(e))?;
         }
-        if verdict.passes() && t.awl_clients > 0 {
-            let counted = decide::awl_count(awl_entry, now, t);
-            if decide::awl_needs_write(awl_entry, &counted, t) {
-                self.awl
-                    .insert(awl_key.as_bytes(), &counted.encode())
-                    .map_err(|e| self.failed(e))?;
-            }
-            if counted.count == t.awl_clients && awl_entry.is_none_or(|a| a.count < t.awl_clients) {
-                self.count("awl_added", 1);
-            }
+        if let Some(a) = d.awl {
+            self.awl
+                .insert(awl_key.as_bytes(), &a.encode())
+                .map_err(|e| self.failed(e))?;
         }
-        match verdict {
-            Verdict::New { .. } => self.count("new", 1),
-            Verdict::EarlyRetry { .. } => self.count("early_retry", 1),
-            Verdict::Delayed { waited_ms } => {
-                self.count("passed_after_delay", 1);
-                self.count(delay_bucket(waited_ms), 1);
-            }
-            Verdict::Known => self.count("passed_known", 1),
-            Verdict::ClientAwl | Verdict::Whitelisted => {}
+        for c in &d.counters {
+            self.count(c, 1);
         }
+        let verdict = d.verdict;
         Ok(verdict)
     }
 
@@ -407,14 +342,12 @@ impl Db {
         out
     }
 
-    fn matching(&self, f: &Filter) -> impl Iterator<Item = (sled::IVec, Row)> + '_ {
+    fn matching<'a>(&'a self, f: &'a Filter) -> impl Iterator<Item = (sled::IVec, Row)> + 'a {
         let (client, sender, recipient) = (
             (!f.client.is_empty()).then(|| self.key_part(&f.client)),
             (!f.sender.is_empty()).then(|| self.key_part(&f.sender)),
             (!f.recipient.is_empty()).then(|| self.key_part(&f.recipient)),
         );
-        let state = f.state.clone();
-        let pattern = f.pattern.clone();
         self.triplets.iter().filter_map(move |item| {
             let (k, v) = item.ok()?;
             let entry = Entry::decode(&v)?;
@@ -426,18 +359,13 @@ impl Db {
                 recipient: parts.next()?.to_string(),
                 entry,
             };
-            let ok = client.as_ref().is_none_or(|c| *c == row.client)
-                && sender.as_ref().is_none_or(|s| *s == row.sender)
-                && recipient.as_ref().is_none_or(|r| *r == row.recipient)
-                && match state.as_str() {
-                    "greylisted" => !entry.passed,
-                    "passed" => entry.passed,
-                    _ => true,
-                }
-                && pattern.as_ref().is_none_or(|p| {
-                    p.is_match(&format!("{} {} {}", row.client, row.sender, row.recipient))
-                });
-            ok.then_some((k, row))
+            f.matches(
+                &row,
+                client.as_deref(),
+                sender.as_deref(),
+                recipient.as_deref(),
+            )
+            .then_some((k, row))
         })
     }
 
@@ -548,20 +476,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let key = keyed_mac(b"Jefe").unwrap();
-        let mac = hmac_sha256(&key, b"what do ya want for nothing?");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
     fn decisions_go_on_after_a_panic_under_the_lock() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let d = Db::new(db, &std::env::temp_dir(), false).unwrap();
+        let d = Db::new(db, None).unwrap();
         let t = Timers {
             delay_ms: 1000,
             retry_window_ms: 1000,
@@ -581,20 +498,5 @@ mod tests {
         let v = d.grey("192.0.2.0/24", "a@x", "b@y", "192.0.2.1", &t, 5);
         assert!(matches!(v, Ok(Verdict::New { .. })), "{v:?}");
         assert!(d.stats().contains(&("new".to_string(), 1)));
-    }
-
-    #[test]
-    fn secret_modes() {
-        assert_eq!(secret_mode_problem(0o100600), None);
-        assert_eq!(secret_mode_problem(0o100400), None);
-        assert!(secret_mode_problem(0o100640).unwrap().contains("mode 0640"));
-        assert!(secret_mode_problem(0o100604).is_some());
-    }
-
-    #[test]
-    fn delay_buckets() {
-        assert_eq!(delay_bucket(300_000), "delay_le_5m");
-        assert_eq!(delay_bucket(301_000), "delay_le_10m");
-        assert_eq!(delay_bucket(90_000_000), "delay_gt_1d");
     }
 }

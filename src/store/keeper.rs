@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::db::{Db, Filter, instance_counter};
+use super::db::{Db, Filter, Row, instance_counter};
 use super::wire::{read_frame, write_frame};
 use super::{KeeperSettings, StoreError, db_path, socket_path};
 use crate::date::now_ms;
-use crate::greylist::decide::{Timers, Verdict};
+use crate::greylist::decide::Timers;
 use crate::logging;
 use crate::net::Network;
 
@@ -269,7 +269,10 @@ pub fn run(settings: &KeeperSettings) -> Result<(), StoreError> {
     let Some(db) = open_store(dir, settings.flush_interval)? else {
         return Ok(());
     };
-    let db = Db::new(db, dir, settings.privacy).map_err(StoreError::Db)?;
+    let secret = settings
+        .privacy
+        .then_some(settings.privacy_secret_file.as_path());
+    let db = Db::new(db, secret).map_err(StoreError::Db)?;
 
     let sock = socket_path(dir);
     // We hold the store lock, so a socket file left here belongs to a dead keeper.
@@ -446,22 +449,8 @@ fn field(fields: &[String], i: usize) -> &str {
 }
 
 fn filter(fields: &[String]) -> Result<Filter, String> {
-    let pattern = match field(fields, 5) {
-        "" => None,
-        p => Some(
-            regex::RegexBuilder::new(p)
-                .case_insensitive(true)
-                .build()
-                .map_err(|e| format!("bad pattern: {e}"))?,
-        ),
-    };
-    Ok(Filter {
-        client: field(fields, 1).to_string(),
-        sender: field(fields, 2).to_string(),
-        recipient: field(fields, 3).to_string(),
-        state: field(fields, 4).to_string(),
-        pattern,
-    })
+    let f: Vec<&str> = fields.iter().skip(1).map(String::as_str).collect();
+    Filter::from_fields(&f)
 }
 
 fn network(fields: &[String]) -> Result<Network, String> {
@@ -509,14 +498,7 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
                 &t,
                 now_ms(),
             )?;
-            let value = match v {
-                Verdict::New { remaining_ms } | Verdict::EarlyRetry { remaining_ms } => {
-                    remaining_ms
-                }
-                Verdict::Delayed { waited_ms } => waited_ms,
-                _ => 0,
-            };
-            Ok(ok(vec![v.reason().into(), value.to_string()]))
+            Ok(ok(vec![v.reason().into(), v.value_ms().to_string()]))
         }
         "STATS" => Ok(ok(shared
             .db
@@ -527,19 +509,7 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
         "LIST" => {
             let limit = num(f, 6).unwrap_or(u64::MAX) as usize;
             let rows = shared.db.list(&filter(f)?, limit);
-            Ok(ok(rows
-                .into_iter()
-                .flat_map(|r| {
-                    [
-                        r.client,
-                        r.sender,
-                        r.recipient,
-                        r.entry.first.to_string(),
-                        r.entry.last.to_string(),
-                        u8::from(r.entry.passed).to_string(),
-                    ]
-                })
-                .collect()))
+            Ok(ok(rows.into_iter().flat_map(Row::fields).collect()))
         }
         "DELETE" => Ok(ok(vec![shared.db.delete(&filter(f)?)?.to_string()])),
         "PURGE" => {
@@ -590,9 +560,8 @@ mod tests {
 
     fn shared() -> Arc<Shared> {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let dir = std::env::temp_dir();
         Arc::new(Shared {
-            db: Db::new(db, &dir, false).unwrap(),
+            db: Db::new(db, None).unwrap(),
             active: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             max_age_ms: 0,

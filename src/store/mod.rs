@@ -5,6 +5,7 @@ pub mod client;
 pub mod db;
 pub mod keeper;
 pub mod redis;
+pub mod secret;
 pub mod statedir;
 pub mod wire;
 
@@ -60,6 +61,8 @@ pub fn start_lock_path(dir: &Path) -> PathBuf {
 pub struct KeeperSettings {
     pub state_directory: PathBuf,
     pub privacy: bool,
+    /// The secret of privacy mode: `privacy_secret_file`, by default in the state directory.
+    pub privacy_secret_file: PathBuf,
     pub max_age: Duration,
     pub flush_interval: Duration,
     pub idle_timeout: Duration,
@@ -70,8 +73,14 @@ impl KeeperSettings {
     /// HELLO and retire a keeper started with others, as they do for another version:
     /// otherwise whichever process started the keeper would silently decide for all.
     pub fn digest(&self) -> String {
+        // The secret file only counts in privacy mode, so that naming one without it does
+        // not retire a keeper for nothing.
+        let secret = match self.privacy {
+            true => self.privacy_secret_file.display().to_string(),
+            false => String::new(),
+        };
         let text = format!(
-            "privacy={} max_age_ms={} flush_ms={} idle_ms={}",
+            "privacy={} secret={secret} max_age_ms={} flush_ms={} idle_ms={}",
             self.privacy,
             self.max_age.as_millis(),
             self.flush_interval.as_millis(),

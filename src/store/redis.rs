@@ -5,19 +5,19 @@
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use sha2::{Digest, Sha256};
 
 use crate::greylist::decide::{Entry, Verdict};
 use crate::greylist::{GreyQuery, Greylister, StoreUnavailable};
 use crate::net::Network;
 use crate::store::StoreError;
-use crate::store::db::{COUNTERS, instance_counter};
+use crate::store::db::{COUNTERS, Filter, Row, instance_counter};
+use crate::store::secret::{KeyedHash, hex};
 
 /// The decision script; Redis caches it by its SHA-1 (EVALSHA), EVAL sends it when not.
 const SCRIPT: &str = include_str!("greylist.lua");
@@ -149,8 +149,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Connect plus command deadline of one request.
     pub timeout: Duration,
-    /// The keyed-hash secret in privacy mode.
-    pub privacy_secret: Option<Vec<u8>>,
+    /// The keyed hash of privacy mode, made from `privacy_secret_file`.
+    pub privacy_secret: Option<KeyedHash>,
     /// `greylist_max_age`, for `purge`.
     pub max_age_ms: u64,
 }
@@ -220,60 +220,6 @@ pub fn read_password(path: &Path) -> Result<String, String> {
         return Err(format!("redis_password_file {}: empty", path.display()));
     }
     Ok(line)
-}
-
-/// The privacy secret, created (32 random bytes, mode 0600) when the file does not exist:
-/// the first host makes it, the others get a copy.
-pub fn load_secret(path: &Path) -> Result<Vec<u8>, String> {
-    match read_private(path, "privacy_secret_file") {
-        Ok(s) if s.len() >= 32 => return Ok(s),
-        Ok(_) => return Err(format!("{}: secret too short", path.display())),
-        Err(_) if path.exists() => return read_private(path, "privacy_secret_file"),
-        Err(_) => {}
-    }
-    // The default file is in the state directory, which may not exist yet on a host that
-    // never ran the sled keeper; it holds secrets, so it is private from the start.
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("privacy_secret_file {}: {e}", dir.display()))?;
-    }
-    let mut secret = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("privacy_secret_file {}: {e}", path.display()))?;
-    f.write_all(&secret)
-        .map_err(|e| format!("privacy_secret_file {}: {e}", path.display()))?;
-    Ok(secret)
-}
-
-/// HMAC-SHA-256 (RFC 2104), as the sled store keys its entries in privacy mode.
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 enum Stream {
@@ -440,12 +386,12 @@ pub struct RedisStore {
 }
 
 /// The keying check value: which secret (or none) the keys in this Redis are made with.
-fn keying(secret: Option<&[u8]>) -> String {
+fn keying(secret: Option<&KeyedHash>) -> String {
     match secret {
         None => "plain".into(),
         Some(k) => format!(
             "hmac-sha256:{}",
-            hex(&hmac_sha256(k, b"greyspf keying check")[..8])
+            hex(&k.digest(b"greyspf keying check")[..8])
         ),
     }
 }
@@ -476,7 +422,7 @@ impl RedisStore {
     pub fn key_part(&self, s: &str) -> String {
         match &self.s.privacy_secret {
             None => s.to_string(),
-            Some(k) => hex(&hmac_sha256(k, s.as_bytes())[..16]),
+            Some(k) => k.key_part(s),
         }
     }
 
@@ -531,7 +477,7 @@ impl RedisStore {
         if self.s.url.db != 0 {
             hello.push(redis::cmd("SELECT").arg(self.s.url.db).clone());
         }
-        let ours = keying(self.s.privacy_secret.as_deref());
+        let ours = keying(self.s.privacy_secret.as_ref());
         let check = self.key("keying", "");
         hello.push(redis::cmd("SET").arg(&check).arg(&ours).arg("NX").clone());
         hello.push(redis::cmd("GET").arg(&check).clone());
@@ -654,23 +600,30 @@ impl RedisStore {
         Ok(format!("{} answered ({version})", self.url()))
     }
 
+    /// Runs the commands in one MULTI/EXEC transaction; the replies of EXEC, none when
+    /// Redis refused the transaction.
+    fn transaction(&mut self, cmds: &[redis::Cmd]) -> Result<Vec<Value>, RedisError> {
+        let mut all = Vec::with_capacity(cmds.len() + 2);
+        all.push(redis::cmd("MULTI"));
+        all.extend_from_slice(cmds);
+        all.push(redis::cmd("EXEC"));
+        let mut replies = self.run(&all)?;
+        Ok(items(replies.pop().unwrap_or(Value::Nil)))
+    }
+
     fn load_whitelist(&mut self) -> Result<(), RedisError> {
-        let cmds = [
-            redis::cmd("MULTI"),
+        let exec = self.transaction(&[
             redis::cmd("GET")
                 .arg(self.key("whitelist:version", ""))
                 .clone(),
             redis::cmd("SMEMBERS")
                 .arg(self.key("whitelist", ""))
                 .clone(),
-            redis::cmd("EXEC"),
-        ];
-        let mut replies = self.run(&cmds)?;
+        ])?;
         let bad = |m: &str| RedisError::Protocol {
             url: self.url(),
             message: m.into(),
         };
-        let exec = items(replies.pop().ok_or_else(|| bad("no EXEC reply"))?);
         let [version, members] =
             <[Value; 2]>::try_from(exec).map_err(|_| bad("whitelist transaction failed"))?;
         let version = text(&version).unwrap_or_else(|| "0".into());
@@ -770,19 +723,10 @@ impl RedisStore {
     }
 
     fn verdict(&self, reason: &str, value: &str) -> Result<Verdict, RedisError> {
-        let v: u64 = value.parse().unwrap_or(0);
-        Ok(match reason {
-            "new" => Verdict::New { remaining_ms: v },
-            "early-retry" => Verdict::EarlyRetry { remaining_ms: v },
-            "delayed" => Verdict::Delayed { waited_ms: v },
-            "triplet-known" => Verdict::Known,
-            "client-awl" => Verdict::ClientAwl,
-            "store-whitelist" => Verdict::Whitelisted,
-            other => {
-                return Err(RedisError::Protocol {
-                    url: self.url(),
-                    message: format!("unknown verdict {other:?}"),
-                });
+        Verdict::from_reason(reason, value.parse().unwrap_or(0)).ok_or_else(|| {
+            RedisError::Protocol {
+                url: self.url(),
+                message: format!("unknown verdict {reason:?}"),
             }
         })
     }
@@ -841,21 +785,9 @@ impl RedisStore {
         };
         let r = match fields {
             ["STATS"] => self.stats().map(ok),
-            ["LIST", f @ ..] => self.rows(&filter(f)?).map(|rows| {
-                ok(rows
-                    .into_iter()
-                    .flat_map(|(_, r)| {
-                        [
-                            r.client,
-                            r.sender,
-                            r.recipient,
-                            r.entry.first.to_string(),
-                            r.entry.last.to_string(),
-                            u8::from(r.entry.passed).to_string(),
-                        ]
-                    })
-                    .collect())
-            }),
+            ["LIST", f @ ..] => self
+                .rows(&filter(f)?)
+                .map(|rows| ok(rows.into_iter().flat_map(|(_, r)| r.fields()).collect())),
             ["DELETE", f @ ..] => self.delete(&filter(f)?).map(|n| ok(vec![n.to_string()])),
             ["PURGE"] => self.purge().map(|n| ok(vec![n.to_string()])),
             ["WLLIST"] => self.whitelist_list().map(ok),
@@ -1072,20 +1004,15 @@ impl RedisStore {
     /// Adds or removes a network and bumps the version, in one transaction: every
     /// instance reloads its copy at its next decision.
     fn whitelist_change(&mut self, add: bool, net: &Network) -> Result<bool, RedisError> {
-        let set = self.key("whitelist", "");
-        let cmds = [
-            redis::cmd("MULTI"),
+        let exec = self.transaction(&[
             redis::cmd(if add { "SADD" } else { "SREM" })
-                .arg(&set)
+                .arg(self.key("whitelist", ""))
                 .arg(net.to_string())
                 .clone(),
             redis::cmd("INCR")
                 .arg(self.key("whitelist:version", ""))
                 .clone(),
-            redis::cmd("EXEC"),
-        ];
-        let mut replies = self.run(&cmds)?;
-        let exec = items(replies.pop().unwrap_or(Value::Nil));
+        ])?;
         Ok(exec.first().and_then(int) == Some(1))
     }
 }
@@ -1102,62 +1029,8 @@ fn glob_escape(s: &str) -> String {
     o
 }
 
-/// One triplet as `list` shows it.
-#[derive(Debug, Clone)]
-struct Row {
-    client: String,
-    sender: String,
-    recipient: String,
-    entry: Entry,
-}
-
-/// The keeper's LIST/DELETE filter fields: client, sender, recipient, state, pattern.
-#[derive(Debug, Default)]
-struct Filter {
-    client: String,
-    sender: String,
-    recipient: String,
-    state: String,
-    pattern: Option<regex::Regex>,
-}
-
-impl Filter {
-    fn matches(
-        &self,
-        row: &Row,
-        client: Option<&str>,
-        sender: Option<&str>,
-        recipient: Option<&str>,
-    ) -> bool {
-        client.is_none_or(|c| c == row.client)
-            && sender.is_none_or(|s| s == row.sender)
-            && recipient.is_none_or(|r| r == row.recipient)
-            && match self.state.as_str() {
-                "greylisted" => !row.entry.passed,
-                "passed" => row.entry.passed,
-                _ => true,
-            }
-            && self.pattern.as_ref().is_none_or(|p| {
-                p.is_match(&format!("{} {} {}", row.client, row.sender, row.recipient))
-            })
-    }
-}
-
 fn filter(f: &[&str]) -> Result<Filter, StoreError> {
-    let get = |i: usize| f.get(i).map(|s| s.to_string()).unwrap_or_default();
-    let pattern = match f.get(4) {
-        Some(p) if !p.is_empty() => Some(
-            regex::Regex::new(p).map_err(|e| StoreError::Protocol(format!("--pattern: {e}")))?,
-        ),
-        _ => None,
-    };
-    Ok(Filter {
-        client: get(0),
-        sender: get(1),
-        recipient: get(2),
-        state: get(3),
-        pattern,
-    })
+    Filter::from_fields(f).map_err(StoreError::Protocol)
 }
 
 #[cfg(test)]
@@ -1194,18 +1067,10 @@ mod tests {
     #[test]
     fn keying_names_the_secret_without_revealing_it() {
         assert_eq!(keying(None), "plain");
-        let k = keying(Some(&[7u8; 32]));
+        let secret = |b| KeyedHash::new(&[b; 32]).unwrap();
+        let k = keying(Some(&secret(7)));
         assert!(k.starts_with("hmac-sha256:") && k.len() == 12 + 16);
-        assert_ne!(k, keying(Some(&[8u8; 32])));
-    }
-
-    #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex(&mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_ne!(k, keying(Some(&secret(8))));
     }
 
     /// decide_request, which the script is checked against, decides as the sled keeper
@@ -1221,8 +1086,7 @@ mod tests {
             awl_interval_ms: 3_600_000,
         };
         let sled = sled::Config::new().temporary(true).open().unwrap();
-        let dir = std::env::temp_dir();
-        let db = crate::store::db::Db::new(sled, &dir, false).unwrap();
+        let db = crate::store::db::Db::new(sled, None).unwrap();
         let (mut trip, mut awl): (BTreeMap<&str, Entry>, Option<AwlEntry>) =
             (BTreeMap::new(), None);
         let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
