@@ -21,6 +21,8 @@ use crate::logging;
 use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
 use crate::server::ServerSettings;
+use crate::server::daemon::{DaemonSettings, Reload, Runtime, StoreFactory};
+use crate::server::postscreen::PostscreenSettings;
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
 use crate::store::redis::{RedisSettings, RedisStore};
@@ -104,6 +106,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         }
         Some(Command::Check(args)) => check(&cfg, args),
+        Some(Command::Daemon) => daemon(&cfg),
         Some(command) => admin_out(admin_settings(&cfg).and_then(|a| admin_command(&a, command))),
     }
 }
@@ -124,7 +127,7 @@ fn admin_command(a: &AdminSettings, command: Command) -> Result<String, AdminErr
             WhitelistAction::Remove { network } => admin::whitelist(a, "remove", Some(&network)),
             WhitelistAction::List => admin::whitelist(a, "list", None),
         },
-        Command::Keeper { .. } | Command::Check(_) => {
+        Command::Keeper { .. } | Command::Check(_) | Command::Daemon => {
             Err(AdminError::Usage("not an administrator's command".into()))
         }
     }
@@ -262,6 +265,48 @@ pub fn server_settings(cfg: &Config) -> ServerSettings {
     }
 }
 
+/// What the daemon fixes at start: listeners, pool size, socket access, user.
+pub fn daemon_settings(cfg: &Config) -> DaemonSettings {
+    DaemonSettings {
+        listen: cfg.listen.clone(),
+        postscreen_listen: cfg.postscreen_listen.clone(),
+        max_connections: cfg.max_connections as usize,
+        unix_mode: cfg.listen_unix_mode,
+        unix_group: cfg.listen_unix_group.clone(),
+        user: cfg.daemon_user.clone(),
+    }
+}
+
+/// The postscreen callout's part of the configuration.
+pub fn postscreen_settings(cfg: &Config) -> PostscreenSettings {
+    PostscreenSettings {
+        whitelist_clients: cfg.whitelist_clients.clone(),
+        timers: timers(cfg),
+        max_ttl: cfg.postscreen_max_ttl,
+    }
+}
+
+/// What each new daemon connection is served with; rebuilt by a reload.
+pub fn daemon_runtime(cfg: &Config) -> Result<Runtime, String> {
+    let store: StoreFactory = match cfg.store {
+        StoreEngine::Sled => {
+            let client = client_settings(cfg);
+            Box::new(move || Box::new(KeeperClient::new(&client)) as Box<dyn Greylister>)
+        }
+        StoreEngine::Redis => {
+            let redis = redis_settings(cfg)?;
+            Box::new(move || Box::new(RedisStore::new(redis.clone())) as Box<dyn Greylister>)
+        }
+    };
+    Ok(Runtime {
+        server: server_settings(cfg),
+        postscreen: postscreen_settings(cfg),
+        allowed_clients: cfg.allowed_clients.clone(),
+        idle_timeout: cfg.connection_idle_timeout,
+        store,
+    })
+}
+
 /// The store keeper's part of the configuration.
 pub fn keeper_settings(cfg: &Config) -> KeeperSettings {
     KeeperSettings {
@@ -367,6 +412,32 @@ fn serve(cfg: &Config) -> i32 {
         Ok(()) => EXIT_OK,
         Err(e) => {
             logging::error(&e.to_string());
+            EXIT_RUNTIME
+        }
+    }
+}
+
+/// `greyspf daemon`: serves until SIGTERM; SIGHUP loads the configuration from the same
+/// sources again and keeps the old one if the new one is bad.
+fn daemon(cfg: &Config) -> i32 {
+    let runtime = match daemon_runtime(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            logging::error(&format!("configuration error: {e}"));
+            eprintln!("greyspf: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let sources = cfg.sources.clone();
+    let reload: Reload = Box::new(move || {
+        let cfg = Config::load(&sources).map_err(|e| e.to_string())?;
+        daemon_runtime(&cfg)
+    });
+    match crate::server::daemon::run(&daemon_settings(cfg), runtime, reload) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            logging::error(&format!("daemon: {e}"));
+            eprintln!("greyspf: daemon: {e}");
             EXIT_RUNTIME
         }
     }

@@ -14,6 +14,7 @@ use super::db::{Db, Filter, instance_counter};
 use super::wire::{read_frame, write_frame};
 use super::{KeeperSettings, StoreError, db_path, socket_path};
 use crate::date::now_ms;
+use crate::greylist::ClientStanding;
 use crate::greylist::decide::{Timers, Verdict};
 use crate::logging;
 use crate::net::Network;
@@ -480,6 +481,23 @@ fn note_counts(shared: &Shared, pairs: &[String]) {
     }
 }
 
+/// `CLIENT address awl_clients max_age_ms`: `none 0`, `whitelist 0` or `awl remaining_ms`.
+fn client_standing(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
+    let t = Timers {
+        delay_ms: 0,
+        retry_window_ms: 0,
+        max_age_ms: num(f, 3)?,
+        awl_clients: u32::try_from(num(f, 2)?).map_err(|e| e.to_string())?,
+        awl_interval_ms: 0,
+    };
+    let (kind, ms) = match shared.db.client_standing(field(f, 1), &t, now_ms())? {
+        ClientStanding::Unknown => ("none", 0),
+        ClientStanding::Whitelisted => ("whitelist", 0),
+        ClientStanding::AutoWhitelisted { remaining_ms } => ("awl", remaining_ms),
+    };
+    Ok(vec![kind.into(), ms.to_string()])
+}
+
 /// Answers one request frame.
 fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
     let ok = |rest: Vec<String>| {
@@ -518,6 +536,7 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
             };
             Ok(ok(vec![v.reason().into(), value.to_string()]))
         }
+        "CLIENT" => client_standing(shared, f).map(ok),
         "STATS" => Ok(ok(shared
             .db
             .stats()
