@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 
@@ -21,10 +22,11 @@ use crate::logging;
 use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
 use crate::server::ServerSettings;
-use crate::server::daemon::{DaemonSettings, Reload, Runtime, StoreFactory};
+use crate::server::daemon::{DaemonSettings, Reload, Runtime, Start, StoreFactory};
 use crate::server::postscreen::PostscreenSettings;
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
+use crate::store::keeper::Keeper;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{KeeperSettings, keeper};
 
@@ -286,14 +288,16 @@ pub fn postscreen_settings(cfg: &Config) -> PostscreenSettings {
     }
 }
 
-/// What each new daemon connection is served with; rebuilt by a reload.
-pub fn daemon_runtime(cfg: &Config) -> Result<Runtime, String> {
-    let store: StoreFactory = match cfg.store {
-        StoreEngine::Sled => {
-            let client = client_settings(cfg);
-            Box::new(move || Box::new(KeeperClient::new(&client)) as Box<dyn Greylister>)
+/// What each new daemon connection is served with; rebuilt by a reload. With sled, the
+/// connections decide in the daemon's own store.
+pub fn daemon_runtime(cfg: &Config, keeper: Option<&Arc<Keeper>>) -> Result<Runtime, String> {
+    let store: StoreFactory = match (cfg.store, keeper) {
+        (StoreEngine::Sled, Some(k)) => {
+            let k = Arc::clone(k);
+            Box::new(move || Box::new(k.store()) as Box<dyn Greylister>)
         }
-        StoreEngine::Redis => {
+        (StoreEngine::Sled, None) => return Err("the store is not open".into()),
+        (StoreEngine::Redis, _) => {
             let redis = redis_settings(cfg)?;
             Box::new(move || Box::new(RedisStore::new(redis.clone())) as Box<dyn Greylister>)
         }
@@ -305,6 +309,42 @@ pub fn daemon_runtime(cfg: &Config) -> Result<Runtime, String> {
         idle_timeout: cfg.connection_idle_timeout,
         store,
     })
+}
+
+/// Opens the daemon's store and builds its first runtime, and the reload that builds the
+/// next ones. What the open store fixes (engine, directory, keeper settings) cannot change
+/// without a restart: a reload that changes it is refused as a whole.
+fn daemon_start(
+    cfg: &Config,
+    opened: &Arc<OnceLock<Arc<Keeper>>>,
+) -> Result<(Runtime, Reload), String> {
+    let keeper = match cfg.store {
+        StoreEngine::Sled => {
+            let k = Keeper::embedded(&keeper_settings(cfg)).map_err(|e| e.to_string())?;
+            let k = Arc::clone(opened.get_or_init(|| Arc::new(k)));
+            Some(k)
+        }
+        StoreEngine::Redis => None,
+    };
+    let runtime = daemon_runtime(cfg, keeper.as_ref())?;
+    let (sources, engine) = (cfg.sources.clone(), cfg.store);
+    let fixed = keeper_settings(cfg);
+    let reload: Reload = Box::new(move || {
+        let c = Config::load(&sources).map_err(|e| e.to_string())?;
+        let now = keeper_settings(&c);
+        if c.store != engine
+            || (engine == StoreEngine::Sled
+                && (now.state_directory != fixed.state_directory || now.digest() != fixed.digest()))
+        {
+            return Err(
+                "store, state_directory, greylist_privacy, greylist_max_age, \
+                        store_flush_interval and keeper_idle_timeout change only with a restart"
+                    .into(),
+            );
+        }
+        daemon_runtime(&c, keeper.as_ref())
+    });
+    Ok((runtime, reload))
 }
 
 /// The store keeper's part of the configuration.
@@ -417,23 +457,19 @@ fn serve(cfg: &Config) -> i32 {
     }
 }
 
-/// `greyspf daemon`: serves until SIGTERM; SIGHUP loads the configuration from the same
-/// sources again and keeps the old one if the new one is bad.
+/// `greyspf daemon`: serves until SIGTERM, then writes the store to disk; SIGHUP loads
+/// the configuration from the same sources again and keeps the old one if the new one is bad.
 fn daemon(cfg: &Config) -> i32 {
-    let runtime = match daemon_runtime(cfg) {
-        Ok(r) => r,
-        Err(e) => {
-            logging::error(&format!("configuration error: {e}"));
-            eprintln!("greyspf: configuration error: {e}");
-            return EXIT_CONFIG;
-        }
+    let opened: Arc<OnceLock<Arc<Keeper>>> = Arc::new(OnceLock::new());
+    let start: Start = {
+        let (cfg, opened) = (cfg.clone(), Arc::clone(&opened));
+        Box::new(move || daemon_start(&cfg, &opened))
     };
-    let sources = cfg.sources.clone();
-    let reload: Reload = Box::new(move || {
-        let cfg = Config::load(&sources).map_err(|e| e.to_string())?;
-        daemon_runtime(&cfg)
-    });
-    match crate::server::daemon::run(&daemon_settings(cfg), runtime, reload) {
+    let result = crate::server::daemon::run(&daemon_settings(cfg), start);
+    if let Some(k) = opened.get() {
+        k.close();
+    }
+    match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
             logging::error(&format!("daemon: {e}"));

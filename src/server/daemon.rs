@@ -87,6 +87,10 @@ pub struct Runtime {
 /// Builds a new runtime from the configuration as it is now (SIGHUP).
 pub type Reload = Box<dyn FnMut() -> Result<Runtime, String> + Send>;
 
+/// Builds the first runtime (opening the store) once the sockets are bound and the
+/// privileges dropped, so that the store's files belong to the user that serves.
+pub type Start = Box<dyn FnOnce() -> Result<(Runtime, Reload), String>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{endpoint}: {source}")]
@@ -102,6 +106,8 @@ pub enum DaemonError {
     User(String),
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Start(String),
 }
 
 /// Which protocol a listener speaks.
@@ -288,7 +294,7 @@ impl Shared {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains.
-pub fn run(settings: &DaemonSettings, runtime: Runtime, reload: Reload) -> Result<(), DaemonError> {
+pub fn run(settings: &DaemonSettings, start: Start) -> Result<(), DaemonError> {
     // Before any thread exists, so that every thread inherits the mask and one thread
     // receives the signals with sigwait.
     let signals = block_signals();
@@ -297,6 +303,7 @@ pub fn run(settings: &DaemonSettings, runtime: Runtime, reload: Reload) -> Resul
         return Err(DaemonError::NoListeners);
     }
     drop_privileges(&settings.user)?;
+    let (runtime, reload) = start().map_err(DaemonError::Start)?;
     for l in &listeners {
         let kind = match l.kind {
             Kind::Policy => "SMTPD policy",

@@ -170,7 +170,15 @@ impl KeeperClient {
                 // Another version, or a keeper started with other settings.
                 Some([h, ..]) if h == "HELLO" && !retired => {
                     let _ = write_frame(&mut c.writer, &["RETIRE"]);
-                    let _ = read_frame(&mut c.reader);
+                    // The daemon owns its store and refuses: say why at once.
+                    if let Ok(Some(reply)) = read_frame(&mut c.reader)
+                        && let [e, why] = reply.as_slice()
+                        && e == "ERR"
+                    {
+                        return Err(StoreError::Protocol(format!(
+                            "the keeper's version or settings differ from ours: {why}"
+                        )));
+                    }
                     retired = true;
                     // Give the old keeper a moment to remove its socket before we look.
                     while socket_path(&self.dir).exists() && Instant::now() < deadline {
