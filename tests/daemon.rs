@@ -5,6 +5,8 @@
 //! not ship one).
 
 mod common;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -603,5 +605,44 @@ fn postscreen_ignores_unknown_attributes_and_answers_malformed_requests_ignore()
         t.wait_log("postscreen: malformed request, answered ignore", 4)
             .len()
             >= 4
+    );
+}
+
+#[test]
+fn with_redis_the_daemon_greylists_and_postscreen_sees_both_whitelists() {
+    let Some(r) = redis_server::Redis::start("dredis", &[]) else {
+        return;
+    };
+    let t = TestDir::new("dredis");
+    let url = format!("redis_url={}", r.url());
+    let settings = [
+        "store=redis",
+        url.as_str(),
+        "greylist_delay=1s",
+        "greylist_auto_whitelist_clients=1",
+        "greylist_max_age=1h",
+    ];
+    let d = postscreen_daemon(&t, &settings);
+    let mut ps = Client::tcp(d.postscreen.unwrap());
+    assert_eq!(ps.postscreen(&ps_request("192.0.2.10")), ["action=ignore"]);
+    let mut policy = d.connect();
+    assert_eq!(policy.ask(&req("r@example.org")), GREYLISTED);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_header(&policy.ask(&req("r@example.org")), 2);
+    let reply = ps.postscreen(&ps_request("192.0.2.10"));
+    assert_eq!(reply[0], "action=pass", "{reply:?}");
+    let ttl: u64 = reply[1].strip_prefix("ttl=").unwrap().parse().unwrap();
+    assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
+    // The store whitelist, changed by the administrator while the connection stays open.
+    let mut a = t.args(&settings);
+    a.extend(["whitelist".into(), "add".into(), "198.51.100.0/24".into()]);
+    assert!(Command::new(BIN).args(&a).status().unwrap().success());
+    assert_eq!(
+        ps.postscreen(&ps_request("198.51.100.3")),
+        ["action=pass", "ttl=86400"]
+    );
+    assert!(
+        !t.state().join("keeper.sock").exists(),
+        "a keeper socket with store = redis"
     );
 }
