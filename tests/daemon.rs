@@ -6,6 +6,7 @@
 
 mod common;
 #[path = "support/redis_server.rs"]
+#[allow(dead_code)]
 mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
