@@ -555,28 +555,25 @@ fn adopt(fd: OwnedFd, s: &DaemonSettings) -> Result<Listener, DaemonError> {
     Ok(l)
 }
 
+/// The uid and gid of a user, from /etc/passwd. Read as a file: the static binary must
+/// never call into NSS (see packaging/check-static.sh).
 fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: passwd is plain data, valid when zeroed.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the result points into pw and buf.
-    let rc =
-        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    (rc == 0 && !out.is_null()).then_some((pw.pw_uid, pw.pw_gid))
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    database_entry(&text, name)
+        .and_then(|f| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
 }
 
+/// The gid of a group, from /etc/group (as `user_ids`).
 fn group_id(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: group is plain data, valid when zeroed.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16384];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the result points into gr and buf.
-    let rc =
-        unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
-    (rc == 0 && !out.is_null()).then_some(gr.gr_gid)
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    database_entry(&text, name).and_then(|f| f.get(2)?.parse().ok())
+}
+
+/// The fields of the line of `name` in a colon-separated system database.
+fn database_entry<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
 }
 
 /// Started as root, become `user` (its group only) now that the sockets are bound.
@@ -753,6 +750,13 @@ fn serve_connection(conn: Conn, kind: Kind, rt: &Runtime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_databases() {
+        let text = "root:x:0:0:root:/root:/bin/sh\npostfix:x:102:105::/var/spool:/bin/false\n";
+        assert_eq!(database_entry(text, "postfix").unwrap()[3], "105");
+        assert!(database_entry(text, "post").is_none());
+    }
 
     #[test]
     fn endpoints() {
