@@ -317,6 +317,18 @@ fn past_max_connections_a_connection_waits_until_one_closes() {
 }
 
 #[test]
+fn a_silent_connection_is_closed_after_the_idle_timeout_and_frees_its_place() {
+    let t = TestDir::new("didle");
+    let d = Daemon::start(&t, &["max_connections=1", "connection_idle_timeout=1s"]);
+    let mut silent = d.connect();
+    let started = Instant::now();
+    // closed() waits up to 3 s: the daemon must close it after about 1 s.
+    assert!(silent.closed(), "a silent connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(d.connect().ask(&req("i@example.org")), GREYLISTED);
+}
+
+#[test]
 fn a_client_not_in_allowed_clients_is_refused() {
     let t = TestDir::new("drefuse");
     let d = Daemon::start(&t, &["allowed_clients=192.0.2.0/24"]);

@@ -155,14 +155,17 @@ impl Conn {
 
     fn prepare(&self, idle: Duration) -> std::io::Result<()> {
         match self {
+            // A client that stops reading its replies must not hold a place forever.
             Conn::Tcp(s) => {
                 s.set_nonblocking(false)?;
                 s.set_nodelay(true)?;
-                s.set_read_timeout(Some(idle))
+                s.set_read_timeout(Some(idle))?;
+                s.set_write_timeout(Some(idle))
             }
             Conn::Unix(s) => {
                 s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(idle))
+                s.set_read_timeout(Some(idle))?;
+                s.set_write_timeout(Some(idle))
             }
         }
     }
