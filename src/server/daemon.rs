@@ -736,14 +736,13 @@ fn serve_connection(conn: Conn, kind: Kind, rt: &Runtime) {
             let input = BufReader::new(input);
             let output = BufWriter::new(conn);
             let mut store = (rt.store)();
-            let r = match kind {
+            match kind {
                 Kind::Policy => super::serve(input, output, &rt.server, store.as_mut()),
                 Kind::Postscreen => {
                     postscreen::serve(input, output, &rt.postscreen, store.as_mut())
                 }
-            };
-            store.finish();
-            r.map_err(|e| e.to_string())
+            }
+            .map_err(|e| e.to_string())
         });
     if let Err(e) = result {
         logging::info(&format!("daemon: connection ended: {e}"));

@@ -179,6 +179,7 @@ pub fn serve<R: BufRead, W: Write>(
             .and_then(|_| output.flush())
             .map_err(ProtocolError::Write)?;
     }
+    store.finish();
     Ok(())
 }
 
