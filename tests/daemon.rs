@@ -462,6 +462,29 @@ fn spawn_instances_and_the_daemon_share_one_store() {
 }
 
 #[test]
+fn a_spawn_instance_with_other_store_settings_cannot_retire_the_daemon() {
+    let t = TestDir::new("dretire");
+    let mut d = Daemon::start(&t, &[]);
+    // Another greylist_max_age: the instance asks the store's owner to retire, as it asks
+    // a keeper process; the daemon refuses and the instance answers store_failure_action.
+    let started = Instant::now();
+    let (code, out, err) = run_stream(
+        &t.args(&["greylist_max_age=10d"]),
+        req("x@example.org").as_bytes(),
+    );
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(actions(&out), ["DUNNO"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(t.wait_log("daemon's store to retire; refused", 1).len(), 1);
+    assert!(d.alive());
+    assert_eq!(d.connect().ask(&req("y@example.org")), GREYLISTED);
+}
+
+#[test]
 fn sockets_passed_by_systemd_are_served() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
