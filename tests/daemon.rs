@@ -693,3 +693,34 @@ fn with_redis_the_daemon_greylists_and_postscreen_sees_both_whitelists() {
         "a keeper socket with store = redis"
     );
 }
+
+#[test]
+fn bad_daemon_settings_are_configuration_errors() {
+    for (setting, message) in [
+        (
+            "listen=127.0.0.1:10023",
+            "listen: bad endpoint \"127.0.0.1:10023\"",
+        ),
+        (
+            "postscreen_listen=unix:relative",
+            "postscreen_listen: bad endpoint",
+        ),
+        (
+            "listen_unix_mode=0999",
+            "listen_unix_mode: expected an octal mode",
+        ),
+        ("max_connections=0", "max_connections: must be above zero"),
+        (
+            "allowed_clients=localhost",
+            "allowed_clients: bad network address",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["-c", "/dev/null", "-o", setting, "--check-config"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{setting}: {err}");
+        assert!(err.contains(message), "{setting}: {err}");
+    }
+}
