@@ -61,7 +61,7 @@ doc=$root/usr/share/doc/greyspf
 
 install -d "$root/DEBIAN" "$root/usr/sbin" "$root/usr/share/man/man8" \
 	"$root/usr/share/man/man5" "$root/etc/greyspf" "$doc/examples" \
-	"$root/usr/share/lintian/overrides"
+	"$root/usr/share/lintian/overrides" "$root/lib/systemd/system"
 
 # Binary.
 install -m 0755 "$bin" "$root/usr/sbin/greyspf"
@@ -78,6 +78,11 @@ gzip -9n -c "$top/man/greyspf.conf.5" >"$root/usr/share/man/man5/greyspf.conf.5.
 for f in greyspf.conf whitelist_clients whitelist_recipients; do
 	install -m 0644 "$top/packaging/$f" "$root/etc/greyspf/$f"
 done
+
+# The daemon mode's units, shipped disabled: no maintainer script enables or starts
+# them (spawn mode is the default and needs none).
+install -m 0644 "$top/packaging/greyspf.service" "$top/packaging/greyspf.socket" \
+	"$root/lib/systemd/system/"
 
 # Documentation.
 install -m 0644 "$top/packaging/debian/copyright" "$doc/copyright"

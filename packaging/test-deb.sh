@@ -202,6 +202,15 @@ if [ -f "$top/examples/requests.txt" ]; then
 		"$tmp/example.out" || fail "examples/requests.txt: malformed reply"
 fi
 
+# The daemon mode's units: installed, and left disabled.
+step "systemd units installed and disabled"
+for u in greyspf.service greyspf.socket; do
+	[ -f "/lib/systemd/system/$u" ] || fail "/lib/systemd/system/$u not installed"
+	if [ -n "$(find /etc/systemd/system -name "$u" 2>/dev/null | head -n1)" ]; then
+		fail "$u was enabled by the package"
+	fi
+done
+
 # ----------------------------------------------------------------- remove
 # Let the keeper (idle timeout 2s) exit on its own before removing.
 for _ in $(seq 1 50); do

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use clap::Parser;
 
@@ -21,8 +22,11 @@ use crate::logging;
 use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
 use crate::server::ServerSettings;
+use crate::server::daemon::{DaemonSettings, Reload, Runtime, Start, StoreFactory};
+use crate::server::postscreen::PostscreenSettings;
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
+use crate::store::keeper::Keeper;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{KeeperSettings, keeper};
 
@@ -104,6 +108,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             }
         }
         Some(Command::Check(args)) => check(&cfg, args),
+        Some(Command::Daemon) => daemon(&cfg),
         Some(command) => admin_out(admin_settings(&cfg).and_then(|a| admin_command(&a, command))),
     }
 }
@@ -124,7 +129,7 @@ fn admin_command(a: &AdminSettings, command: Command) -> Result<String, AdminErr
             WhitelistAction::Remove { network } => admin::whitelist(a, "remove", Some(&network)),
             WhitelistAction::List => admin::whitelist(a, "list", None),
         },
-        Command::Keeper { .. } | Command::Check(_) => {
+        Command::Keeper { .. } | Command::Check(_) | Command::Daemon => {
             Err(AdminError::Usage("not an administrator's command".into()))
         }
     }
@@ -262,6 +267,86 @@ pub fn server_settings(cfg: &Config) -> ServerSettings {
     }
 }
 
+/// What the daemon fixes at start: listeners, pool size, socket access, user.
+pub fn daemon_settings(cfg: &Config) -> DaemonSettings {
+    DaemonSettings {
+        listen: cfg.listen.clone(),
+        postscreen_listen: cfg.postscreen_listen.clone(),
+        max_connections: cfg.max_connections as usize,
+        unix_mode: cfg.listen_unix_mode,
+        unix_group: cfg.listen_unix_group.clone(),
+        user: cfg.daemon_user.clone(),
+    }
+}
+
+/// The postscreen callout's part of the configuration.
+pub fn postscreen_settings(cfg: &Config) -> PostscreenSettings {
+    PostscreenSettings {
+        whitelist_clients: cfg.whitelist_clients.clone(),
+        timers: timers(cfg),
+        max_ttl: cfg.postscreen_max_ttl,
+    }
+}
+
+/// What each new daemon connection is served with; rebuilt by a reload. With sled, the
+/// connections decide in the daemon's own store.
+pub fn daemon_runtime(cfg: &Config, keeper: Option<&Arc<Keeper>>) -> Result<Runtime, String> {
+    let store: StoreFactory = match (cfg.store, keeper) {
+        (StoreEngine::Sled, Some(k)) => {
+            let k = Arc::clone(k);
+            Box::new(move || Box::new(k.store()) as Box<dyn Greylister>)
+        }
+        (StoreEngine::Sled, None) => return Err("the store is not open".into()),
+        (StoreEngine::Redis, _) => {
+            let redis = redis_settings(cfg)?;
+            Box::new(move || Box::new(RedisStore::new(redis.clone())) as Box<dyn Greylister>)
+        }
+    };
+    Ok(Runtime {
+        server: server_settings(cfg),
+        postscreen: postscreen_settings(cfg),
+        allowed_clients: cfg.allowed_clients.clone(),
+        idle_timeout: cfg.connection_idle_timeout,
+        store,
+    })
+}
+
+/// Opens the daemon's store and builds its first runtime, and the reload that builds the
+/// next ones. What the open store fixes (engine, directory, keeper settings) cannot change
+/// without a restart: a reload that changes it is refused as a whole.
+fn daemon_start(
+    cfg: &Config,
+    opened: &Arc<OnceLock<Arc<Keeper>>>,
+) -> Result<(Runtime, Reload), String> {
+    let keeper = match cfg.store {
+        StoreEngine::Sled => {
+            let k = Keeper::embedded(&keeper_settings(cfg)).map_err(|e| e.to_string())?;
+            let k = Arc::clone(opened.get_or_init(|| Arc::new(k)));
+            Some(k)
+        }
+        StoreEngine::Redis => None,
+    };
+    let runtime = daemon_runtime(cfg, keeper.as_ref())?;
+    let (sources, engine) = (cfg.sources.clone(), cfg.store);
+    let fixed = keeper_settings(cfg);
+    let reload: Reload = Box::new(move || {
+        let c = Config::load(&sources).map_err(|e| e.to_string())?;
+        let now = keeper_settings(&c);
+        if c.store != engine
+            || (engine == StoreEngine::Sled
+                && (now.state_directory != fixed.state_directory || now.digest() != fixed.digest()))
+        {
+            return Err(
+                "store, state_directory, greylist_privacy, greylist_max_age, \
+                        store_flush_interval and keeper_idle_timeout change only with a restart"
+                    .into(),
+            );
+        }
+        daemon_runtime(&c, keeper.as_ref())
+    });
+    Ok((runtime, reload))
+}
+
 /// The store keeper's part of the configuration.
 pub fn keeper_settings(cfg: &Config) -> KeeperSettings {
     KeeperSettings {
@@ -369,6 +454,28 @@ fn serve(cfg: &Config) -> i32 {
         Ok(()) => EXIT_OK,
         Err(e) => {
             logging::error(&e.to_string());
+            EXIT_RUNTIME
+        }
+    }
+}
+
+/// `greyspf daemon`: serves until SIGTERM, then writes the store to disk; SIGHUP loads
+/// the configuration from the same sources again and keeps the old one if the new one is bad.
+fn daemon(cfg: &Config) -> i32 {
+    let opened: Arc<OnceLock<Arc<Keeper>>> = Arc::new(OnceLock::new());
+    let start: Start = {
+        let (cfg, opened) = (cfg.clone(), Arc::clone(&opened));
+        Box::new(move || daemon_start(&cfg, &opened))
+    };
+    let result = crate::server::daemon::run(&daemon_settings(cfg), start);
+    if let Some(k) = opened.get() {
+        k.close();
+    }
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            logging::error(&format!("daemon: {e}"));
+            eprintln!("greyspf: daemon: {e}");
             EXIT_RUNTIME
         }
     }

@@ -38,6 +38,9 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate one request given as options and print the reply
     Check(CheckArgs),
+    /// Serve the SMTPD policy protocol (and the postscreen callout) on network and unix
+    /// sockets, in the foreground, for one or many Postfix hosts
+    Daemon,
     /// Run the store keeper (normally started automatically)
     Keeper {
         /// Detach from the terminal and the caller's session

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::{self, Network};
+use crate::server::daemon::Endpoint;
 use crate::spf::{HeaderKind, SpfResult};
 use crate::store::redis::RedisUrl;
 
@@ -164,6 +165,24 @@ keys! {
         "How long a request waits for the store.";
     store_flush_interval: Duration = "1s", "time", positive_duration,
         "How often the keeper writes the store to disk.";
+    listen: Vec<Endpoint> = "inet:127.0.0.1:10023", "list of endpoints", endpoints,
+        "Where greyspf daemon serves the SMTPD policy protocol: inet:ADDRESS:PORT or unix:PATH.";
+    postscreen_listen: Vec<Endpoint> = "", "list of endpoints", endpoints,
+        "Where greyspf daemon serves the postscreen policy callout; empty: nowhere.";
+    allowed_clients: Vec<Network> = "127.0.0.0/8, ::1/128", "networks", net::parse_list,
+        "Addresses allowed to connect to the daemon's TCP listeners.";
+    max_connections: u32 = "256", "number", positive_number,
+        "Connections the daemon serves at once; more wait in the listen backlog.";
+    connection_idle_timeout: Duration = "1000s", "time", positive_duration,
+        "How long a daemon connection may stay silent before it is closed.";
+    listen_unix_mode: u32 = "0660", "octal mode", octal_mode,
+        "The permissions of the daemon's unix sockets.";
+    listen_unix_group: String = "postfix", "group", text,
+        "The group of the daemon's unix sockets; empty: the daemon's own.";
+    daemon_user: String = "greyspf", "user", non_empty,
+        "The user a daemon started as root serves as, after binding its sockets.";
+    postscreen_max_ttl: Duration = "1d", "time", positive_duration,
+        "The longest ttl of a postscreen pass; whitelisted clients get this ttl.";
     syslog_facility: syslog::Facility = "mail", "name", facility,
         "The syslog facility.";
     syslog_socket: PathBuf = "/dev/log", "path", |v: &str| Ok::<_, String>(PathBuf::from(v)),
@@ -477,6 +496,24 @@ fn prefix(v: &str, max: u8) -> Result<u8, String> {
         Ok(n) if n <= max => Ok(n),
         _ => Err(format!("expected a prefix length 0..={max}")),
     }
+}
+
+fn positive_number(v: &str) -> Result<u32, String> {
+    match whole_number(v)? {
+        0 => Err("must be above zero".into()),
+        n => Ok(n),
+    }
+}
+
+fn octal_mode(v: &str) -> Result<u32, String> {
+    match u32::from_str_radix(v, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("expected an octal mode such as 0660, got {v:?}")),
+    }
+}
+
+fn endpoints(v: &str) -> Result<Vec<Endpoint>, String> {
+    net::split_list(v).map(|e| e.parse::<Endpoint>()).collect()
 }
 
 fn whole_number(v: &str) -> Result<u32, String> {

@@ -308,6 +308,48 @@ fn first_attempt_greylisted_retry_after_delay_accepted_with_both_headers() {
 }
 
 #[test]
+fn daemon_mode_first_attempt_greylisted_retry_after_delay_accepted_with_both_headers() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    // smtpd asks `greyspf daemon` over TCP (check_policy_service inet:127.0.0.1:PORT).
+    let pf = instance().daemon().start(&host);
+    let (addr, name, helo) = ("192.0.2.20", "mail.sender.example", "mail.sender.example");
+    let (sender, rcpt) = ("dora@sender.example", "bob@example.com");
+
+    let t0 = Instant::now();
+    let mut s = session_as(&pf, addr, name, helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), &greylisted(rcpt));
+    assert_reply(s.quit(), BYE);
+
+    sleep_until(t0 + RETRY_AFTER);
+    let id = message_id("daemon", 1);
+    let mut s = session_as(&pf, addr, name, helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), RCPT_OK);
+    assert_queued(s.data(&smtp::message(sender, &[rcpt], &id, "through the daemon")));
+    let waited = t0.elapsed();
+    assert_reply(s.quit(), BYE);
+
+    let copies = pf.wait_for_delivery(&id, 1);
+    assert_eq!(copies.len(), 1);
+    assert_one_x_greylist(&copies[0], waited);
+    assert_one_received_spf(&copies[0], &spf_pass(addr, sender, helo));
+
+    // One greyspf process, the daemon, serving as the unprivileged user: no spawn
+    // instance, no keeper process.
+    let procs = pf.greyspf_processes();
+    let daemon = pf.daemon_pid().expect("daemon mode") as i32;
+    assert_eq!(
+        procs.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        [daemon],
+        "{procs:?}"
+    );
+    pf.assert_logs_clean();
+}
+
+#[test]
 fn two_recipients_greylisted_then_accepted_with_the_headers_once_per_message() {
     let Some(host) = postfix::host_or_skip() else {
         return;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::wire::{read_frame, write_frame};
 use super::{KeeperSettings, StoreError, socket_path, start_lock_path, statedir};
-use crate::greylist::decide::Verdict;
-use crate::greylist::{GreyQuery, Greylister, StoreUnavailable};
+use crate::greylist::decide::{Timers, Verdict};
+use crate::greylist::{ClientStanding, GreyQuery, Greylister, StoreUnavailable};
 use std::ffi::OsString;
 
 struct Conn {
@@ -170,7 +170,15 @@ impl KeeperClient {
                 // Another version, or a keeper started with other settings.
                 Some([h, ..]) if h == "HELLO" && !retired => {
                     let _ = write_frame(&mut c.writer, &["RETIRE"]);
-                    let _ = read_frame(&mut c.reader);
+                    // The daemon owns its store and refuses: say why at once.
+                    if let Ok(Some(reply)) = read_frame(&mut c.reader)
+                        && let [e, why] = reply.as_slice()
+                        && e == "ERR"
+                    {
+                        return Err(StoreError::Protocol(format!(
+                            "the keeper's version or settings differ from ours: {why}"
+                        )));
+                    }
                     retired = true;
                     // Give the old keeper a moment to remove its socket before we look.
                     while socket_path(&self.dir).exists() && Instant::now() < deadline {
@@ -278,6 +286,32 @@ impl Greylister for KeeperClient {
     fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable> {
         self.ask_keeper(q)
             .map_err(|e| StoreUnavailable(e.to_string()))
+    }
+
+    fn client_standing(
+        &mut self,
+        address: &str,
+        t: &Timers,
+    ) -> Result<ClientStanding, StoreUnavailable> {
+        let (awl, age) = (t.awl_clients.to_string(), t.max_age_ms.to_string());
+        let reply = self
+            .call(&["CLIENT", address, &awl, &age])
+            .map_err(|e| StoreUnavailable(e.to_string()))?;
+        parse_standing(&reply).map_err(|e| StoreUnavailable(e.to_string()))
+    }
+}
+
+fn parse_standing(reply: &[String]) -> Result<ClientStanding, StoreError> {
+    let bad = || StoreError::Protocol(format!("unexpected reply {reply:?}"));
+    match reply {
+        [ok, kind, ms] if ok == "OK" => match (kind.as_str(), ms.parse::<u64>()) {
+            ("none", Ok(_)) => Ok(ClientStanding::Unknown),
+            ("whitelist", Ok(_)) => Ok(ClientStanding::Whitelisted),
+            ("awl", Ok(remaining_ms)) => Ok(ClientStanding::AutoWhitelisted { remaining_ms }),
+            _ => Err(bad()),
+        },
+        [err, msg] if err == "ERR" => Err(StoreError::Db(msg.clone())),
+        _ => Err(bad()),
     }
 }
 

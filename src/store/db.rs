@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::greylist::ClientStanding;
 use crate::greylist::decide::{self, AwlEntry, Entry, Timers, Verdict};
 use crate::net::Network;
 use crate::store::secret::{KeyedHash, load_secret};
@@ -318,6 +319,28 @@ impl Db {
         }
         let verdict = d.verdict;
         Ok(verdict)
+    }
+
+    /// What the store knows of one client address, read-only (the postscreen callout).
+    pub fn client_standing(&self, address: &str, t: &Timers, now: u64) -> DbResult<ClientStanding> {
+        let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+            return Ok(ClientStanding::Unknown);
+        };
+        if locked(&self.whitelist_nets).iter().any(|n| n.contains(ip)) {
+            return Ok(ClientStanding::Whitelisted);
+        }
+        let key = self.key_part(&ip.to_canonical().to_string());
+        let entry = self
+            .awl
+            .get(key.as_bytes())
+            .map_err(|e| self.failed(e))?
+            .and_then(|v| AwlEntry::decode(&v));
+        Ok(match entry {
+            Some(a) if decide::awl_listed(Some(a), now, t) => ClientStanding::AutoWhitelisted {
+                remaining_ms: (a.last_seen + t.max_age_ms).saturating_sub(now),
+            },
+            _ => ClientStanding::Unknown,
+        })
     }
 
     /// Counter values (every known counter, zero if never counted) and store sizes.

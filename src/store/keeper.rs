@@ -1,5 +1,8 @@
 //! The store keeper: the only process that opens sled. It serves greylist decisions to the
 //! spawn instances over a unix socket, expires entries a little at a time, and exits when idle.
+//! `greyspf daemon` runs the same core inside itself (`Keeper::embedded`): it owns sled for
+//! as long as it runs, serves the keeper socket to spawn instances and admin commands, and
+//! decides its own connections' requests in process (`LocalStore`).
 
 use std::io::{BufReader, BufWriter};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -14,7 +17,8 @@ use super::db::{Db, Filter, Row, instance_counter};
 use super::wire::{read_frame, write_frame};
 use super::{KeeperSettings, StoreError, db_path, socket_path};
 use crate::date::now_ms;
-use crate::greylist::decide::Timers;
+use crate::greylist::decide::{Timers, Verdict};
+use crate::greylist::{ClientStanding, GreyQuery, Greylister, StoreUnavailable};
 use crate::logging;
 use crate::net::Network;
 
@@ -30,6 +34,8 @@ struct Shared {
     digest: String,
     socket: PathBuf,
     socket_ino: u64,
+    /// Inside the daemon: no idle exit, no retiring, and leaving means the daemon's exit.
+    embedded: bool,
 }
 
 /// Counts one connection as active for as long as it lives: dropped on every way out of
@@ -58,12 +64,26 @@ fn accept_pause(errors: u32) -> Duration {
     Duration::from_millis(10u64 << errors.min(7)).min(Duration::from_secs(1))
 }
 
+/// The daemon's exit status when its store fails under it (EX_SOFTWARE, as the
+/// composition root's runtime errors): the service manager starts it again, and the new
+/// daemon opens the store from what is on disk.
+const EMBEDDED_FAILURE_EXIT: i32 = 70;
+
 impl Shared {
-    fn exit(&self, why: &str) -> ! {
+    /// Writes everything to disk and gives the socket up, if it is still ours (a successor
+    /// may have bound a new one).
+    fn close(&self) {
         self.db.flush();
-        // Only remove the socket if it is still ours; a successor may have bound a new one.
         if std::fs::metadata(&self.socket).map(|m| m.ino()).ok() == Some(self.socket_ino) {
             let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+
+    fn exit(&self, why: &str) -> ! {
+        self.close();
+        if self.embedded {
+            logging::error(&format!("daemon exiting: {why}"));
+            std::process::exit(EMBEDDED_FAILURE_EXIT)
         }
         logging::info(&format!("keeper exiting: {why}"));
         std::process::exit(0)
@@ -261,54 +281,9 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 pub fn run(settings: &KeeperSettings) -> Result<(), StoreError> {
     // Before any thread exists (sled starts its own), so that every thread inherits the mask.
     let signals = block_stop_signals();
-    let dir = &settings.state_directory;
-    super::statedir::prepare(dir)?;
-    drop_privileges(dir)?;
-    // Checked again as the user that will own the files.
-    super::statedir::check(dir)?;
-    let Some(db) = open_store(dir, settings.flush_interval)? else {
+    let Some((shared, listener)) = start(settings, false)? else {
         return Ok(());
     };
-    let secret = settings
-        .privacy
-        .then_some(settings.privacy_secret_file.as_path());
-    let db = Db::new(db, secret).map_err(StoreError::Db)?;
-
-    let sock = socket_path(dir);
-    // We hold the store lock, so a socket file left here belongs to a dead keeper.
-    let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(|source| StoreError::Socket {
-        path: sock.display().to_string(),
-        source,
-    })?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        StoreError::Socket {
-            path: sock.display().to_string(),
-            source,
-        }
-    })?;
-    let socket_ino = std::fs::metadata(&sock)
-        .map(|m| m.ino())
-        .map_err(|source| StoreError::Socket {
-            path: sock.display().to_string(),
-            source,
-        })?;
-    logging::info(&format!("keeper started for {}", dir.display()));
-
-    let shared = Arc::new(Shared {
-        db,
-        active: AtomicUsize::new(0),
-        last_activity_ms: AtomicU64::new(now_ms()),
-        max_age_ms: settings.max_age.as_millis() as u64,
-        digest: settings.digest(),
-        socket: sock,
-        socket_ino,
-    });
-    let idle = settings.idle_timeout;
-    {
-        let shared = Arc::clone(&shared);
-        spawn_thread("housekeeping", move || housekeeping(&shared, idle))?;
-    }
     {
         let shared = Arc::clone(&shared);
         spawn_thread("signals", move || {
@@ -321,6 +296,169 @@ pub fn run(settings: &KeeperSettings) -> Result<(), StoreError> {
     }
     accept_loop(&shared, &listener);
     Ok(())
+}
+
+/// The store core inside the daemon: sled opened here, the keeper socket served for spawn
+/// instances and admin commands on this host.
+pub struct Keeper {
+    shared: Arc<Shared>,
+}
+
+impl Keeper {
+    /// Opens the store and serves the keeper socket from threads of this process. A keeper
+    /// process that holds the store (started by spawn instances) is asked to retire first.
+    pub fn embedded(settings: &KeeperSettings) -> Result<Keeper, StoreError> {
+        retire_running(&settings.state_directory);
+        for attempt in 0..3 {
+            if let Some((shared, listener)) = start(settings, true)? {
+                let accept = Arc::clone(&shared);
+                spawn_thread("keeper-accept", move || accept_loop(&accept, &listener))?;
+                return Ok(Keeper { shared });
+            }
+            if attempt < 2 {
+                retire_running(&settings.state_directory);
+            }
+        }
+        Err(StoreError::Open {
+            path: db_path(&settings.state_directory).display().to_string(),
+            message: "held by another process that does not retire".into(),
+        })
+    }
+
+    /// A store handle for one of the daemon's connections.
+    pub fn store(&self) -> LocalStore {
+        LocalStore {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Writes the store to disk and removes the socket: the daemon's last step.
+    pub fn close(&self) {
+        self.shared.close();
+        logging::info("store written to disk and closed");
+    }
+}
+
+/// Asks a keeper process to retire, and waits a moment for it to let the store go.
+fn retire_running(dir: &Path) {
+    let sock = socket_path(dir);
+    let Ok(s) = UnixStream::connect(&sock) else {
+        return;
+    };
+    {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if let Ok(r) = s.try_clone() {
+            let mut w = BufWriter::new(s);
+            if write_frame(&mut w, &["RETIRE"]).is_ok() {
+                let _ = read_frame(&mut BufReader::new(r));
+            }
+        }
+        logging::info("asked the running keeper to hand the store to the daemon");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while sock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The daemon's connections decide in process, under the same lock as the socket's clients.
+pub struct LocalStore {
+    shared: Arc<Shared>,
+}
+
+impl Greylister for LocalStore {
+    fn greylist(&mut self, q: &GreyQuery<'_>) -> Result<Verdict, StoreUnavailable> {
+        let r = self.shared.db.grey(
+            q.client_key,
+            q.sender,
+            q.recipient,
+            q.client_address,
+            &q.timers,
+            now_ms(),
+        );
+        exit_on_io_failure(&self.shared);
+        r.map_err(|e| {
+            self.shared.db.count("store_failures", 1);
+            StoreUnavailable(e)
+        })
+    }
+
+    fn count(&mut self, name: &str) {
+        if instance_counter(name) {
+            self.shared.db.count(name, 1);
+        }
+    }
+
+    fn client_standing(
+        &mut self,
+        address: &str,
+        t: &Timers,
+    ) -> Result<ClientStanding, StoreUnavailable> {
+        self.shared
+            .db
+            .client_standing(address, t, now_ms())
+            .map_err(StoreUnavailable)
+    }
+}
+
+/// Prepares the directory, opens the store, binds the socket and starts housekeeping.
+/// `Ok(None)`: another keeper holds the store.
+fn start(
+    settings: &KeeperSettings,
+    embedded: bool,
+) -> Result<Option<(Arc<Shared>, UnixListener)>, StoreError> {
+    let dir = &settings.state_directory;
+    super::statedir::prepare(dir)?;
+    drop_privileges(dir)?;
+    // Checked again as the user that will own the files.
+    super::statedir::check(dir)?;
+    let Some(db) = open_store(dir, settings.flush_interval)? else {
+        return Ok(None);
+    };
+    let secret = settings
+        .privacy
+        .then_some(settings.privacy_secret_file.as_path());
+    let db = Db::new(db, secret).map_err(StoreError::Db)?;
+
+    let sock = socket_path(dir);
+    // We hold the store lock, so a socket file left here belongs to a dead keeper.
+    let _ = std::fs::remove_file(&sock);
+    let socket_error = |source| StoreError::Socket {
+        path: sock.display().to_string(),
+        source,
+    };
+    let listener = UnixListener::bind(&sock).map_err(socket_error)?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(socket_error)?;
+    let socket_ino = std::fs::metadata(&sock)
+        .map(|m| m.ino())
+        .map_err(socket_error)?;
+    logging::info(&format!(
+        "{} for {}",
+        if embedded {
+            "store opened by the daemon, keeper socket served"
+        } else {
+            "keeper started"
+        },
+        dir.display()
+    ));
+
+    let shared = Arc::new(Shared {
+        db,
+        active: AtomicUsize::new(0),
+        last_activity_ms: AtomicU64::new(now_ms()),
+        max_age_ms: settings.max_age.as_millis() as u64,
+        digest: settings.digest(),
+        socket: sock,
+        socket_ino,
+        embedded,
+    });
+    let idle = settings.idle_timeout;
+    {
+        let shared = Arc::clone(&shared);
+        spawn_thread("housekeeping", move || housekeeping(&shared, idle))?;
+    }
+    Ok(Some((shared, listener)))
 }
 
 fn spawn_thread(
@@ -393,15 +531,31 @@ fn block_stop_signals() -> libc::sigset_t {
 /// Idle exit, loss of the socket, counters to disk, and incremental expiry.
 fn housekeeping(shared: &Shared, idle: Duration) {
     let mut cursors: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut socket_lost = false;
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let now = now_ms();
         let idle_for = now.saturating_sub(shared.last_activity_ms.load(Ordering::SeqCst));
-        if shared.active.load(Ordering::SeqCst) == 0 && idle_for >= idle.as_millis() as u64 {
+        if !shared.embedded
+            && shared.active.load(Ordering::SeqCst) == 0
+            && idle_for >= idle.as_millis() as u64
+        {
             shared.exit("idle");
         }
+        // The daemon keeps serving its own connections without the socket; a keeper
+        // process without its socket has no clients left to serve.
         match std::fs::metadata(&shared.socket) {
             Ok(m) if m.ino() == shared.socket_ino => {}
+            _ if shared.embedded => {
+                if !socket_lost {
+                    logging::error(&format!(
+                        "keeper socket {} removed or replaced: spawn instances and admin \
+                         commands cannot reach the daemon's store until it restarts",
+                        shared.socket.display()
+                    ));
+                }
+                socket_lost = true;
+            }
             _ => shared.exit("socket removed or replaced"),
         }
         shared.db.persist_counters();
@@ -469,6 +623,23 @@ fn note_counts(shared: &Shared, pairs: &[String]) {
     }
 }
 
+/// `CLIENT address awl_clients max_age_ms`: `none 0`, `whitelist 0` or `awl remaining_ms`.
+fn client_standing(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
+    let t = Timers {
+        delay_ms: 0,
+        retry_window_ms: 0,
+        max_age_ms: num(f, 3)?,
+        awl_clients: u32::try_from(num(f, 2)?).map_err(|e| e.to_string())?,
+        awl_interval_ms: 0,
+    };
+    let (kind, ms) = match shared.db.client_standing(field(f, 1), &t, now_ms())? {
+        ClientStanding::Unknown => ("none", 0),
+        ClientStanding::Whitelisted => ("whitelist", 0),
+        ClientStanding::AutoWhitelisted { remaining_ms } => ("awl", remaining_ms),
+    };
+    Ok(vec![kind.into(), ms.to_string()])
+}
+
 /// Answers one request frame.
 fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
     let ok = |rest: Vec<String>| {
@@ -500,6 +671,7 @@ fn handle(shared: &Shared, f: &[String]) -> Result<Vec<String>, String> {
             )?;
             Ok(ok(vec![v.reason().into(), v.value_ms().to_string()]))
         }
+        "CLIENT" => client_standing(shared, f).map(ok),
         "STATS" => Ok(ok(shared
             .db
             .stats()
@@ -542,6 +714,17 @@ fn serve_connection(shared: &Shared, stream: UnixStream) -> std::io::Result<()> 
             note_counts(shared, &fields[1..]);
             continue;
         }
+        if fields.first().map(String::as_str) == Some("RETIRE") && shared.embedded {
+            logging::warning(
+                "keeper: a client of another version or with other settings asked the \
+                 daemon's store to retire; refused (restart the daemon after an upgrade)",
+            );
+            write_frame(
+                &mut writer,
+                &["ERR", "the daemon owns the store and does not retire"],
+            )?;
+            continue;
+        }
         if fields.first().map(String::as_str) == Some("RETIRE") {
             let _ = write_frame(&mut writer, &["BYE"]);
             shared.exit("asked to retire by a client of another version or with other settings");
@@ -568,6 +751,7 @@ mod tests {
             digest: String::new(),
             socket: PathBuf::new(),
             socket_ino: 0,
+            embedded: false,
         })
     }
 

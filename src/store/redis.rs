@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use crate::greylist::decide::{Entry, Verdict};
-use crate::greylist::{GreyQuery, Greylister, StoreUnavailable};
+use crate::greylist::decide::{Entry, Timers, Verdict};
+use crate::greylist::{ClientStanding, GreyQuery, Greylister, StoreUnavailable};
 use crate::net::Network;
 use crate::store::StoreError;
 use crate::store::db::{COUNTERS, Filter, Row, instance_counter};
@@ -773,6 +773,54 @@ impl Greylister for RedisStore {
         if self.conn.is_some() || self.retry_after.is_none() {
             self.send_counts();
         }
+    }
+
+    fn client_standing(
+        &mut self,
+        address: &str,
+        t: &Timers,
+    ) -> Result<ClientStanding, StoreUnavailable> {
+        self.standing(address, t)
+            .map_err(|e| StoreUnavailable(e.to_string()))
+    }
+}
+
+impl RedisStore {
+    /// The postscreen callout's read-only look at a client: the store whitelist as it is
+    /// now, then the auto-whitelist entry, whose key expires when the entry does.
+    fn standing(&mut self, address: &str, t: &Timers) -> Result<ClientStanding, RedisError> {
+        let awl = self.key("a:", &self.key_part(address));
+        let cmds = [
+            redis::cmd("SMEMBERS")
+                .arg(self.key("whitelist", ""))
+                .clone(),
+            redis::cmd("HGET").arg(&awl).arg("c").clone(),
+            redis::cmd("PTTL").arg(&awl).clone(),
+        ];
+        let replies = self.run(&cmds)?;
+        let [members, count, ttl] =
+            <[Value; 3]>::try_from(replies).map_err(|_| RedisError::Protocol {
+                url: self.url(),
+                message: "short reply".into(),
+            })?;
+        let ip = address.parse::<IpAddr>().ok();
+        let listed = items(members)
+            .iter()
+            .filter_map(|m| text(m)?.parse::<Network>().ok())
+            .any(|n| ip.is_some_and(|ip| n.contains(ip)));
+        if listed {
+            return Ok(ClientStanding::Whitelisted);
+        }
+        let count: u64 = text(&count).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let ttl: i64 = text(&ttl).and_then(|c| c.parse().ok()).unwrap_or(-2);
+        Ok(match u64::try_from(ttl) {
+            Ok(ms) if t.awl_clients > 0 && count >= u64::from(t.awl_clients) => {
+                ClientStanding::AutoWhitelisted {
+                    remaining_ms: ms.min(t.max_age_ms),
+                }
+            }
+            _ => ClientStanding::Unknown,
+        })
     }
 }
 

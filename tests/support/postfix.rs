@@ -10,6 +10,10 @@
 //! instance stops Postfix, kills every process that belongs to it (greyspf's keeper
 //! included), stops the DNS server and removes the directory, also when the test panicked.
 //!
+//! With `Builder::daemon`, greyspf runs as `greyspf daemon` on a free loopback port
+//! instead (started as root, serving as the spawn user), and main.cf's
+//! `check_policy_service` names `inet:127.0.0.1:PORT` in place of the spawn service.
+//!
 //! The greyspf service entry of master.cf and the greyspf parameters of main.cf are not
 //! written here: they are derived from the snippets shipped in `packaging/`, so the tests
 //! run the configuration administrators copy (only the binary, the user and the
@@ -268,6 +272,7 @@ pub struct Builder {
     main_cf: Vec<(String, String)>,
     zone: Zone,
     binary: PathBuf,
+    daemon: bool,
 }
 
 impl Default for Builder {
@@ -279,6 +284,7 @@ impl Default for Builder {
             main_cf: Vec::new(),
             zone: Zone::new(),
             binary: PathBuf::from(env!("CARGO_BIN_EXE_greyspf")),
+            daemon: false,
         }
     }
 }
@@ -322,13 +328,23 @@ impl Builder {
         self
     }
 
+    /// Runs greyspf as one daemon on a TCP port instead of through spawn(8).
+    pub fn daemon(mut self) -> Builder {
+        self.daemon = true;
+        self
+    }
+
     /// Creates the instance directory, writes the configuration and starts Postfix.
     /// Panics (after cleaning up) when Postfix does not come up.
     pub fn start(self, host: &Host) -> Instance {
         reap_stale_instances(host);
         let mut instance = Instance::at(make_root_dir(), host);
         // From here on a panic drops `instance`, which undoes whatever was done so far.
+        let daemon = self.daemon;
         instance.prepare(host, self);
+        if daemon {
+            instance.start_daemon();
+        }
         instance.launch();
         instance
     }
@@ -349,8 +365,12 @@ pub struct Instance {
     master_pid: Option<i32>,
     log_collector: Option<LogCollector>,
     /// The greyspf service entry of master.cf, written with the other services once the
-    /// port is known.
+    /// port is known; empty in daemon mode.
     policy_service: String,
+    /// In daemon mode: the daemon's port, and its process once started.
+    daemon_port: Option<u16>,
+    daemon: Option<std::process::Child>,
+    greyspf_conf: PathBuf,
     /// Dropped after `Drop::drop` has ended every process of the instance (fields drop
     /// last), so greyspf never waits on a DNS server that is gone.
     dns: Option<DnsServer>,
@@ -393,6 +413,9 @@ impl Instance {
             master_pid: None,
             log_collector: None,
             policy_service: String::new(),
+            daemon_port: None,
+            daemon: None,
+            greyspf_conf: PathBuf::new(),
             dns: None,
         }
     }
@@ -664,8 +687,15 @@ impl Instance {
         let dns_addr = dns.addr().to_string();
         self.dns = Some(dns);
 
-        self.greyspf_config = builder
-            .greyspf
+        let mut greyspf = builder.greyspf.clone();
+        let daemon_port = builder.daemon.then(free_port);
+        if let Some(port) = daemon_port {
+            greyspf = greyspf
+                .set("listen", &format!("inet:127.0.0.1:{port}"))
+                .set("daemon_user", SPAWN_USER)
+                .set("listen_unix_group", "");
+        }
+        self.greyspf_config = greyspf
             .set_default("dns_server", &dns_addr)
             .set_default("state_directory", &path_str(&state_dir))
             .set_default("whitelist_clients", &path_str(&whitelist_clients))
@@ -675,7 +705,13 @@ impl Instance {
         write_file(&greyspf_conf, &self.greyspf_config.render(), 0o644);
 
         let packaged = Snippets::read();
-        self.policy_service = packaged.master_cf_entry(&binary, &greyspf_conf);
+        self.greyspf_conf = greyspf_conf.clone();
+        let packaged_endpoint = format!("unix:private/{}", packaged.service[0]);
+        let daemon_endpoint = daemon_port.map(|p| format!("inet:127.0.0.1:{p}"));
+        self.daemon_port = daemon_port;
+        if daemon_port.is_none() {
+            self.policy_service = packaged.master_cf_entry(&binary, &greyspf_conf);
+        }
 
         let root = path_str(&self.root);
         let mut main_cf = vec![
@@ -726,7 +762,12 @@ impl Instance {
         // the test asked for: a later entry replaces an earlier one of the same name.
         for (k, v) in packaged.main_cf.iter().chain(&builder.main_cf) {
             main_cf.retain(|(name, _)| name != k);
-            main_cf.push((k.as_str(), v.clone()));
+            // Daemon mode: the same restrictions, asking the daemon's TCP port.
+            let v = match &daemon_endpoint {
+                Some(e) => v.replace(&packaged_endpoint, e),
+                None => v.clone(),
+            };
+            main_cf.push((k.as_str(), v));
         }
         let main_cf: String = main_cf
             .iter()
@@ -736,6 +777,31 @@ impl Instance {
         // master.cf is written by launch(), which picks the port.
     }
 
+    /// Starts `greyspf daemon` (as root: it binds, then serves as the spawn user) on the
+    /// port prepare() chose, and waits until it listens.
+    fn start_daemon(&mut self) {
+        let Some(port) = self.daemon_port else {
+            return;
+        };
+        let binary = self.bin_dir.join("greyspf");
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&self.greyspf_conf)
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        self.daemon = Some(child);
+        self.wait_greyspf_log(&format!("daemon listening on inet:127.0.0.1:{port}"), 1);
+    }
+
+    /// The daemon's process, in daemon mode.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
     /// Picks a free port, writes master.cf, starts Postfix and waits for the greeting.
     /// Another process may grab the port between our probe and the master's bind; that
     /// is retried with another port.
@@ -743,6 +809,9 @@ impl Instance {
         let mut last_error = String::new();
         for _attempt in 0..3 {
             self.port = free_port();
+            if self.daemon_port == Some(self.port) {
+                continue;
+            }
             let master_cf = format!(
                 "# Private instance for greyspf's end-to-end tests. No chroot: the paths\n\
                  # in main.cf are absolute.\n\
@@ -850,6 +919,16 @@ impl Drop for Instance {
     fn drop(&mut self) {
         // The orderly way first, so greyspf sees EOF as in production.
         let stop_result = self.stop();
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: signalling our own child, which has not been reaped yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         // Then nothing of this instance may survive: a master that ignored the stop,
         // the keeper on its idle timer, policy servers, stuck daemons.
         for _ in 0..20 {

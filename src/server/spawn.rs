@@ -1,30 +1,21 @@
-//! The serving loop: request blocks in, one reply each out, until EOF. A panic while
-//! deciding becomes DUNNO and a log line; the stream goes on.
+//! The SMTPD policy serving loop over one stream: request blocks in, one reply each out,
+//! until EOF. Spawn mode runs it on stdin/stdout; the daemon runs it on each connection.
+//! A panic while deciding becomes DUNNO and a log line; the stream goes on.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
-
-use std::path::PathBuf;
 
 use crate::date::now_ms;
 use crate::greylist::Greylister;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
-use crate::policy::{self, Action, Context, MessageState, PolicySettings};
+use crate::policy::{self, Action, Context, MessageState};
 use crate::protocol::{Block, ProtocolError, Reader, write_reply};
+
+use super::ServerSettings;
 
 /// Store failures are logged at most this often: a dead store must not flood syslog.
 const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
-
-/// What the serving loop needs; the composition root builds it from the configuration.
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    pub policy: PolicySettings,
-    /// None when SPF is switched off.
-    pub spf: Option<crate::spf::SpfSettings>,
-    pub whitelist_clients: Vec<PathBuf>,
-    pub whitelist_recipients: Vec<PathBuf>,
-}
 
 /// Serves requests from `input` until EOF.
 pub fn serve<R: BufRead, W: Write>(
