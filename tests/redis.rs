@@ -277,6 +277,7 @@ fn script_matches_decide_request() {
             password: None,
             key_prefix: prefix.clone(),
             timeout: Duration::from_secs(5),
+            tls_ca_file: None,
             privacy_secret: None,
             max_age_ms: timers.max_age_ms,
         });
@@ -607,9 +608,16 @@ fn connection_problems_are_clear_at_check_config() {
     assert_eq!(code, 78);
     assert!(err.contains("put it in redis_password_file"), "{err}");
 
-    let (code, _, err) = check(&["redis_url=rediss://127.0.0.1:6380"]);
+    // TLS to a server that speaks plain RESP: refused in the handshake, quickly.
+    let tls_to_plain = format!("redis_url=rediss://127.0.0.1:{}/0", r.port);
+    let (code, _, err) = check(&[&tls_to_plain, "redis_timeout=500ms"]);
     assert_eq!(code, 78);
-    assert!(err.contains("rediss:// (TLS) is not supported"), "{err}");
+    assert!(
+        err.contains(
+            ": TLS: no answer to the handshake within 500ms (is this the server's TLS port?"
+        ),
+        "{err}"
+    );
 
     let nobody = format!("redis_url=redis://127.0.0.1:{}/0", free_port());
     let (code, _, err) = check(&[&nobody]);
@@ -695,8 +703,201 @@ fn tls_only_server_is_a_clear_error() {
     let (code, _, err) = greyspf(&host_args(&t, &r, &[&url]), &["--check-config"]);
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(code, 78);
-    assert!(err.contains("does it require TLS?"), "{err}");
+    assert!(
+        err.contains("does it require TLS? then use rediss://"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs openssl with `args` in `dir`; false when openssl cannot run (a skip, unless
+/// `GREYSPF_E2E=required`).
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            assert_ne!(
+                std::env::var("GREYSPF_E2E").as_deref(),
+                Ok("required"),
+                "GREYSPF_E2E=required, but openssl cannot run: {e}"
+            );
+            eprintln!("skipped: openssl cannot run ({e}); it makes the test certificates");
+            false
+        }
+    }
+}
+
+/// A CA (`NAME-ca.pem`) and a server certificate it signs for `san`
+/// (`NAME-cert.pem`, `NAME-key.pem`), made in `dir`; false when openssl is missing.
+fn make_pki(dir: &Path, name: &str, san: &str) -> bool {
+    let ca = format!("{name}-ca.pem");
+    let ca_key = format!("{name}-ca-key.pem");
+    let (cert, key, csr) = (
+        format!("{name}-cert.pem"),
+        format!("{name}-key.pem"),
+        format!("{name}.csr"),
+    );
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    let subj = format!("/CN=greyspf test CA {name}");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &subj,
+            "-keyout", &ca_key, "-out", &ca,
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=redis",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    )
+}
+
+/// A TLS-only redis-server with the certificate of `make_pki(dir, name, ..)`.
+fn tls_redis(dir: &Path, name: &str) -> Option<Redis> {
+    let f = |what: &str| dir.join(format!("{name}-{what}.pem"));
+    Redis::start_tls(name, &f("cert"), &f("key"), &f("ca"))
+}
+
+/// rediss:// to a server whose certificate a private CA signed: `--check-config` connects
+/// and says so, and an instance greylists, then passes the retry, all over TLS.
+#[test]
+fn tls_with_private_ca_greylists_then_passes() {
+    let t = TestDir::new("tls-ok");
+    if !make_pki(&t.path, "good", "IP:127.0.0.1,DNS:redis.test") {
+        return;
+    }
+    let Some(r) = tls_redis(&t.path, "good") else {
+        return;
+    };
+    let ca = format!("redis_tls_ca_file={}", t.path.join("good-ca.pem").display());
+    let args = host_args(&t, &r, &[&ca, "greylist_delay=1s"]);
+    let (code, out, err) = greyspf(&args, &["--check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "# store: rediss://127.0.0.1:{}/0 answered (redis ",
+            r.port
+        )),
+        "{out}"
+    );
+    let mut s = Session::start(&args);
+    let t1 = request("192.0.2.5", "alice@example.org", "bob@example.net", "i1");
+    assert_eq!(s.ask(&t1), GREYLISTED);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_header(&s.ask(&t1), 1);
+    assert_eq!(s.finish().0, 0);
+    assert!(t.log_lines("greylist store unavailable").is_empty());
+}
+
+/// A certificate that does not verify (another CA, the system bundle, or a name it was
+/// not made for) is a clear error at `--check-config` (exit 78) and a clear log line
+/// while serving, answered within the deadline: never a hang, never plain text.
+#[test]
+fn tls_certificate_problems_are_clear() {
+    let t = TestDir::new("tls-bad");
+    if !(make_pki(&t.path, "good", "IP:127.0.0.1")
+        && make_pki(&t.path, "other", "IP:127.0.0.1")
+        && make_pki(&t.path, "named", "DNS:redis.test"))
+    {
+        return;
+    }
+    let Some(r) = tls_redis(&t.path, "good") else {
+        return;
+    };
+    let Some(named) = tls_redis(&t.path, "named") else {
+        return;
+    };
+    let ca = |name: &str| {
+        format!(
+            "redis_tls_ca_file={}",
+            t.path.join(format!("{name}-ca.pem")).display()
+        )
+    };
+    let check = |redis: &Redis, extra: &[&str]| {
+        let start = Instant::now();
+        let (code, _, err) = greyspf(&host_args(&t, redis, extra), &["--check-config"]);
+        assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+        (code, err)
+    };
+    let (code, err) = check(&r, &[&ca("other")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    let (code, err) = check(&r, &[]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    let (code, err) = check(&named, &[&ca("named")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: invalid peer certificate: certificate not valid for name"),
+        "{err}"
+    );
+    let missing = t.path.join("no-such-ca.pem");
+    let (code, err) = check(&r, &[&format!("redis_tls_ca_file={}", missing.display())]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: CA file ") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let mut s = Session::start(&host_args(&t, &r, &[&ca("other")]));
+    let a = timed(
+        &mut s,
+        &request("192.0.2.1", "a@example.org", "b@example.net", "x"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(a, "DUNNO");
+    assert_eq!(s.finish().0, 0);
+    let lines = t.wait_log("TLS: invalid peer certificate: UnknownIssuer", 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("greylist store unavailable"), "{lines:?}");
 }
 
 /// Privacy mode: Redis holds no address, sender or recipient, in key names or values;

@@ -7,6 +7,7 @@ pub mod keeper;
 pub mod redis;
 pub mod secret;
 pub mod statedir;
+pub mod tls;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// TLS only: `port` is the TLS port, the plain one is off.
+    tls: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -56,6 +58,36 @@ impl Redis {
             port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+        };
+        r.run();
+        Some(r)
+    }
+
+    /// A server that speaks TLS only, with this certificate and key (clients are not
+    /// asked for certificates).
+    pub fn start_tls(name: &str, cert: &Path, key: &Path, ca: &Path) -> Option<Redis> {
+        if !redis_available(name) {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/gsr-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut extra = vec!["--tls-auth-clients".to_string(), "no".to_string()];
+        for (flag, path) in [
+            ("--tls-cert-file", cert),
+            ("--tls-key-file", key),
+            ("--tls-ca-cert-file", ca),
+        ] {
+            extra.push(flag.to_string());
+            extra.push(path.display().to_string());
+        }
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            extra,
+            tls: true,
         };
         r.run();
         Some(r)
@@ -63,8 +95,15 @@ impl Redis {
 
     /// Starts the server (again, on the same port) and waits until it answers.
     pub fn run(&mut self) {
+        let port = self.port.to_string();
+        let ports: &[&str] = if self.tls {
+            &["--port", "0", "--tls-port", &port]
+        } else {
+            &["--port", &port]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .args(&self.extra)
@@ -76,6 +115,10 @@ impl Redis {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if self.tls {
+                    // Listening is all a plain client can see of a TLS port.
+                    return;
+                }
                 let _ = s.write_all(b"PING\r\n");
                 let mut b = [0u8; 1];
                 if s.read(&mut b).is_ok_and(|n| n == 1) {
@@ -101,7 +144,8 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// redis-cli with `args`; its output, one line per value.
