@@ -278,6 +278,7 @@ fn script_matches_decide_request() {
             key_prefix: prefix.clone(),
             timeout: Duration::from_secs(5),
             tls_ca_file: None,
+            dns_retransmit: Duration::from_millis(400),
             privacy_secret: None,
             max_age_ms: timers.max_age_ms,
         });
@@ -898,6 +899,167 @@ fn tls_certificate_problems_are_clear() {
     let lines = t.wait_log("TLS: invalid peer certificate: UnknownIssuer", 1);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("greylist store unavailable"), "{lines:?}");
+}
+
+/// Whether this test may use mount namespaces (root); a skip is a failure when CI
+/// requires these tests.
+fn have_root(test: &str) -> bool {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("GREYSPF_E2E").as_deref(),
+        Ok("required"),
+        "GREYSPF_E2E=required, but {test} needs root"
+    );
+    eprintln!("{test}: skipped: it needs root for a private /etc/hosts");
+    false
+}
+
+/// Runs `script` (sh) in a mount namespace of its own where `hosts` is /etc/hosts; its
+/// standard output.
+fn with_hosts_file(hosts: &Path, script: &str) -> String {
+    let script = format!("mount --bind {} /etc/hosts\n{script}", hosts.display());
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A host name in redis_url, found in /etc/hosts (without NSS) at each connection, and
+/// used as the TLS server name: the certificate names only the host, not its address.
+/// Where the name is unknown, `--check-config` says so within redis_timeout.
+#[test]
+fn host_name_from_the_hosts_file() {
+    let name = "redis.greyspf.test";
+    let t = TestDir::new("hostname");
+    if !have_root("host_name_from_the_hosts_file")
+        || !make_pki(&t.path, "named", &format!("DNS:{name}"))
+    {
+        return;
+    }
+    let Some(r) = tls_redis(&t.path, "named") else {
+        return;
+    };
+    let hosts = t.path.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n127.0.0.1 {name} redis\n"),
+    )
+    .unwrap();
+    let req = t.path.join("request");
+    std::fs::write(
+        &req,
+        request("192.0.2.5", "a@example.org", "b@example.net", "x"),
+    )
+    .unwrap();
+    let url = format!("redis_url=rediss://{name}:{}/0", r.port);
+    let ca = format!(
+        "redis_tls_ca_file={}",
+        t.path.join("named-ca.pem").display()
+    );
+    let args = host_args(&t, &r, &[&url, &ca]);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let run = format!("{} {}", common::BIN, quoted.join(" "));
+    let out = with_hosts_file(
+        &hosts,
+        &format!(
+            "{run} --check-config | tail -n 1\n{run} <{req}\n{run} stats | grep -E '^(new|requests) '",
+            req = req.display()
+        ),
+    );
+    let want = format!("# store: rediss://{name}:{}/0 answered (redis ", r.port);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[0].starts_with(&want), "{out}");
+    assert_eq!(lines[1], format!("action={GREYLISTED}"));
+    assert_eq!(lines[2], "");
+    let counts: Vec<String> = lines[3..]
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(counts, ["requests 1", "new 1"]);
+
+    // Outside the namespace the name is unknown (.test is reserved): a clear error, soon.
+    let start = Instant::now();
+    let (code, _, err) = greyspf(
+        &host_args(&t, &r, &[&url, &ca, "redis_timeout=1s"]),
+        &["--check-config"],
+    );
+    assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+    assert_eq!(code, 78);
+    assert!(
+        err.contains(&format!(
+            "redis rediss://{name}:{}/0: cannot find the host: {name}: ",
+            r.port
+        )),
+        "{err}"
+    );
+}
+
+/// The lookup behind a host name: the hosts file first (no query), then the DNS (A and
+/// AAAA), NXDOMAIN and a dead server as clear errors within the deadline.
+#[test]
+fn host_name_lookup_hosts_then_dns() {
+    use greyspf::dns::{DnsClient, DnsSettings};
+    use greyspf::store::resolve::lookup;
+    use support::dns::{DnsServer, Zone};
+    let zone = Zone::new()
+        .a("redis.example", "192.0.2.20")
+        .aaaa("redis.example", "2001:db8::20")
+        .aaaa("redis6.example", "2001:db8::21");
+    let server = DnsServer::start(zone);
+    let settings = |server: &DnsServer| DnsSettings {
+        server: Some(server.addr()),
+        retransmit: Duration::from_millis(200),
+        deadline: Duration::from_secs(1),
+    };
+    let dns = DnsClient::new(&settings(&server)).unwrap();
+    let soon = || Instant::now() + Duration::from_secs(1);
+    let ips = |s: &[&str]| {
+        s.iter()
+            .map(|a| a.parse().unwrap())
+            .collect::<Vec<std::net::IpAddr>>()
+    };
+
+    let hosts = "192.0.2.99 redis.example\n";
+    assert_eq!(
+        lookup("redis.example", hosts, &dns, soon()),
+        Ok(ips(&["192.0.2.99"]))
+    );
+    assert_eq!(server.queries(), 0, "the hosts file answered");
+    assert_eq!(
+        lookup("redis.example", "", &dns, soon()),
+        Ok(ips(&["192.0.2.20", "2001:db8::20"]))
+    );
+    assert_eq!(
+        lookup("redis6.example", "", &dns, soon()),
+        Ok(ips(&["2001:db8::21"]))
+    );
+    assert_eq!(
+        lookup("nowhere.example", "", &dns, soon()),
+        Err("nowhere.example: no address in /etc/hosts or the DNS".to_string())
+    );
+
+    let dead = DnsServer::dead();
+    let dns = DnsClient::new(&settings(&dead)).unwrap();
+    let start = Instant::now();
+    let e = lookup(
+        "redis.example",
+        "",
+        &dns,
+        Instant::now() + Duration::from_millis(500),
+    )
+    .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(e.starts_with("redis.example: A lookup: "), "{e}");
 }
 
 /// Privacy mode: Redis holds no address, sender or recipient, in key names or values;

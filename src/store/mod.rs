@@ -5,6 +5,7 @@ pub mod client;
 pub mod db;
 pub mod keeper;
 pub mod redis;
+pub mod resolve;
 pub mod secret;
 pub mod statedir;
 pub mod tls;

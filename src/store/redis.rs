@@ -19,7 +19,7 @@ use crate::net::Network;
 use crate::store::StoreError;
 use crate::store::db::{COUNTERS, Filter, Row, instance_counter};
 use crate::store::secret::{KeyedHash, hex};
-use crate::store::tls;
+use crate::store::{resolve, tls};
 
 /// The decision script; Redis caches it by its SHA-1 (EVALSHA), EVAL sends it when not.
 const SCRIPT: &str = include_str!("greylist.lua");
@@ -37,11 +37,29 @@ const SCAN_BATCH: usize = 500;
 pub enum RedisAddr {
     /// TCP, in TLS for `rediss://`.
     Tcp {
-        host: IpAddr,
+        host: Host,
         port: u16,
         tls: bool,
     },
     Unix(PathBuf),
+}
+
+/// The host of a TCP URL: an address, or a name looked up at each connection (so a
+/// Redis that moved is found again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            Host::Ip(IpAddr::V4(v4)) => write!(f, "{v4}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
 }
 
 /// A parsed `redis_url`. It never holds a password (those come from a file only), so it
@@ -71,10 +89,6 @@ impl std::fmt::Display for RedisUrl {
                     .as_deref()
                     .map(|u| format!("{u}@"))
                     .unwrap_or_default();
-                let host = match host {
-                    IpAddr::V6(v6) => format!("[{v6}]"),
-                    IpAddr::V4(v4) => v4.to_string(),
-                };
                 write!(f, "{scheme}://{user}{host}:{port}/{}", self.db)
             }
             RedisAddr::Unix(p) => write!(f, "unix://{}?db={}", p.display(), self.db),
@@ -96,8 +110,7 @@ impl std::str::FromStr for RedisUrl {
             (_, Some(rest)) => (rest, true),
             _ => {
                 return Err(
-                    "expected redis://ADDRESS[:PORT][/DB], rediss://... (TLS) or unix:///PATH"
-                        .into(),
+                    "expected redis://HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH".into(),
                 );
             }
         };
@@ -148,21 +161,50 @@ fn parse_db(s: &str) -> Result<u32, String> {
         .map_err(|_| "the database after the address must be a number".to_string())
 }
 
-/// An IP address with an optional port. Host names are refused: greyspf does no name
-/// lookups of its own (a static binary must not call into NSS).
-fn parse_host(h: &str) -> Result<(IpAddr, u16), String> {
+/// An IP address or a host name, with an optional port.
+fn parse_host(h: &str) -> Result<(Host, u16), String> {
     if let Ok(sa) = h.parse::<SocketAddr>() {
-        return Ok((sa.ip(), sa.port()));
+        return Ok((Host::Ip(sa.ip()), sa.port()));
     }
     let bare = h.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => Ok((ip, 6379)),
-        Err(_) => Err(
-            "the Redis host must be an IP address (greyspf does not look up \
-                       host names), optionally with :PORT"
-                .into(),
-        ),
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok((Host::Ip(ip), 6379));
     }
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) => (
+            n,
+            p.parse()
+                .map_err(|_| "the port after the Redis host must be a number".to_string())?,
+        ),
+        None => (h, 6379),
+    };
+    if !is_host_name(name) {
+        return Err(
+            "the Redis host must be an IP address or a host name, optionally with :PORT".into(),
+        );
+    }
+    Ok((
+        Host::Name(name.trim_end_matches('.').to_ascii_lowercase()),
+        port,
+    ))
+}
+
+/// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters, not all
+/// digits at the end (that would be a mistyped address).
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && labels.iter().all(label_ok)
+        && !labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What the Redis engine needs; the composition root builds it from the configuration.
@@ -175,6 +217,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// The CA certificates that verify a `rediss://` server; None: the system's bundle.
     pub tls_ca_file: Option<PathBuf>,
+    /// The DNS retransmission interval, when the URL names a host.
+    pub dns_retransmit: Duration,
     /// The keyed hash of privacy mode, made from `privacy_secret_file`.
     pub privacy_secret: Option<KeyedHash>,
     /// `greylist_max_age`, for `purge`.
@@ -203,6 +247,8 @@ pub enum RedisError {
     Timeout { url: String, timeout: Duration },
     #[error("redis {url}: {message}")]
     Io { url: String, message: String },
+    #[error("redis {url}: cannot find the host: {message}")]
+    Resolve { url: String, message: String },
     #[error("redis {url}: TLS: {message}")]
     Tls { url: String, message: String },
     #[error("redis {url}: authentication refused: {message}")]
@@ -332,39 +378,42 @@ fn server_error(e: &redis::ServerError) -> String {
 }
 
 impl Conn {
-    /// Connects (and runs the TLS handshake with `tls`) before `deadline`.
-    fn open(
-        addr: &RedisAddr,
+    /// Connects (and runs the TLS handshake with `tls`) to one of `ips` before
+    /// `deadline`; `host` is the name the certificate must carry.
+    fn open_tcp(
+        ips: &[IpAddr],
+        port: u16,
+        host: &Host,
         tls: Option<&Arc<rustls::ClientConfig>>,
         deadline: Instant,
     ) -> Result<Conn, Fault> {
-        let stream = match addr {
-            RedisAddr::Tcp { host, port, .. } => {
-                let a = SocketAddr::new(*host, *port);
-                let s = TcpStream::connect_timeout(&a, remaining(deadline)).map_err(io_fault)?;
-                // Small requests, one at a time: no Nagle delay.
-                s.set_nodelay(true).map_err(io_fault)?;
-                match tls {
-                    None => Stream::Tcp(s),
-                    Some(config) => {
-                        let name = tls::server_name(&host.to_string()).map_err(Fault::Tls)?;
-                        let t =
-                            tls::handshake(Arc::clone(config), name, s, deadline).map_err(|e| {
-                                match e {
-                                    tls::HandshakeError::Timeout => Fault::TlsTimeout,
-                                    tls::HandshakeError::Failed(m) => Fault::Tls(m),
-                                }
-                            })?;
-                        Stream::Tls(Box::new(t))
-                    }
-                }
+        let s = connect_any(ips, port, deadline)?;
+        // Small requests, one at a time: no Nagle delay.
+        s.set_nodelay(true).map_err(io_fault)?;
+        let stream = match tls {
+            None => Stream::Tcp(s),
+            Some(config) => {
+                let name = match host {
+                    Host::Ip(ip) => ip.to_string(),
+                    Host::Name(n) => n.clone(),
+                };
+                let name = tls::server_name(&name).map_err(Fault::Tls)?;
+                let t =
+                    tls::handshake(Arc::clone(config), name, s, deadline).map_err(|e| match e {
+                        tls::HandshakeError::Timeout => Fault::TlsTimeout,
+                        tls::HandshakeError::Failed(m) => Fault::Tls(m),
+                    })?;
+                Stream::Tls(Box::new(t))
             }
-            RedisAddr::Unix(p) => Stream::Unix(UnixStream::connect(p).map_err(io_fault)?),
         };
-        Ok(Conn {
+        Ok(Conn::new(stream))
+    }
+
+    fn new(stream: Stream) -> Conn {
+        Conn {
             io: BufReader::new(stream),
             parser: redis::Parser::new(),
-        })
+        }
     }
 
     /// Sends the commands in one write and reads one reply each, all before `deadline`.
@@ -401,6 +450,22 @@ fn io_fault(e: std::io::Error) -> Fault {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Fault::Timeout,
         _ => Fault::Io(e.to_string()),
     }
+}
+
+/// A TCP connection to the first of `ips` that accepts one before `deadline`; the error
+/// of the last when none does.
+fn connect_any(ips: &[IpAddr], port: u16, deadline: Instant) -> Result<TcpStream, Fault> {
+    let mut last = Fault::Io("no address".into());
+    for ip in ips {
+        match TcpStream::connect_timeout(&SocketAddr::new(*ip, port), remaining(deadline)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = io_fault(e),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Err(last)
 }
 
 /// The time left before `deadline`, never zero (a zero socket timeout means none).
@@ -540,18 +605,38 @@ impl RedisStore {
         }
     }
 
+    /// The connection itself (the host's name looked up first, then TLS if asked), before
+    /// `deadline`.
+    fn open(&mut self, deadline: Instant) -> Result<Conn, RedisError> {
+        let url = self.url();
+        let tls = self.tls_config()?;
+        let opened = match &self.s.url.addr {
+            RedisAddr::Unix(p) => UnixStream::connect(p)
+                .map(|u| Conn::new(Stream::Unix(u)))
+                .map_err(io_fault),
+            RedisAddr::Tcp { host, port, .. } => {
+                let ips = match host {
+                    Host::Ip(ip) => vec![*ip],
+                    Host::Name(name) => resolve::resolve(name, self.s.dns_retransmit, deadline)
+                        .map_err(|message| RedisError::Resolve {
+                            url: url.clone(),
+                            message,
+                        })?,
+                };
+                Conn::open_tcp(&ips, *port, host, tls.as_ref(), deadline)
+            }
+        };
+        opened.map_err(|f| match f {
+            Fault::Io(message) => RedisError::Connect { url, message },
+            f => self.fault(f),
+        })
+    }
+
     /// Connects, authenticates, selects the database and checks the keying, before
     /// `deadline`.
     fn connect(&mut self, deadline: Instant) -> Result<Conn, RedisError> {
         let url = self.url();
-        let tls = self.tls_config()?;
-        let mut c = Conn::open(&self.s.url.addr, tls.as_ref(), deadline).map_err(|f| match f {
-            Fault::Io(message) => RedisError::Connect {
-                url: url.clone(),
-                message,
-            },
-            f => self.fault(f),
-        })?;
+        let mut c = self.open(deadline)?;
         let mut hello = Vec::new();
         if let Some(p) = &self.s.password {
             let mut auth = redis::cmd("AUTH");
@@ -1135,11 +1220,26 @@ mod tests {
         assert_eq!(u.to_string(), "rediss://greyspf@192.0.2.1:6380/1");
         assert!(u.tls());
         assert!(!"redis://[::1]".parse::<RedisUrl>().unwrap().tls());
+        let u: RedisUrl = "rediss://Redis.Example.:6380/1".parse().unwrap();
+        assert_eq!(u.to_string(), "rediss://redis.example:6380/1");
+        assert_eq!(
+            u.addr,
+            RedisAddr::Tcp {
+                host: Host::Name("redis.example".into()),
+                port: 6380,
+                tls: true
+            }
+        );
+        let u: RedisUrl = "redis://redis/0".parse().unwrap();
+        assert_eq!(u.to_string(), "redis://redis:6379/0");
         for bad in [
             "redis://user:hunter2@127.0.0.1/0",
             "redis://:hunter2@127.0.0.1",
             "rediss://:hunter2@127.0.0.1",
-            "redis://redis.example/0",
+            "redis://redis..example/0",
+            "redis://-redis.example/0",
+            "redis://redis.example:63a9/0",
+            "redis://192.0.2/0",
             "http://127.0.0.1",
             "unix://relative",
         ] {
