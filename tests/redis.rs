@@ -1000,6 +1000,76 @@ fn host_name_from_the_hosts_file() {
     );
 }
 
+/// A host name is looked up again at each new connection: Redis moves to another address
+/// (the hosts file changes, the old server goes away), and the running instance's next
+/// request reaches the new one, without a restart or a failed request.
+#[test]
+fn moved_redis_is_found_at_reconnect() {
+    let name = "redis.greyspf.test";
+    let t = TestDir::new("moved");
+    if !have_root("moved_redis_is_found_at_reconnect") {
+        return;
+    }
+    let Some(mut old) = Redis::start("moved-old", &[]) else {
+        return;
+    };
+    let new = Redis::start_at("moved-new", "127.0.0.2", old.port).unwrap();
+    let hosts = t.path.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 {name}\n")).unwrap();
+    let url = format!("redis_url=redis://{name}:{}/0", old.port);
+    let args = host_args(&t, &old, &[&url]);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "mount --bind {} /etc/hosts\nexec {} {}",
+        hosts.display(),
+        common::BIN,
+        quoted.join(" ")
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |block: &str| {
+        use std::io::{BufRead, Write};
+        stdin.write_all(block.as_bytes()).unwrap();
+        let (mut reply, mut line) = (String::new(), String::new());
+        while line != "\n" {
+            line.clear();
+            assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "greyspf exited");
+            reply.push_str(&line);
+        }
+        reply
+    };
+    let triplets = |r: &Redis| {
+        r.cli(&["--scan", "--pattern", "greyspf:t:*"])
+            .lines()
+            .count()
+    };
+    let req = |n: u32| {
+        request(
+            &format!("192.0.2.{n}"),
+            "a@example.org",
+            "b@example.net",
+            "x",
+        )
+    };
+    assert_eq!(ask(&req(1)), format!("action={GREYLISTED}\n\n"));
+    assert_eq!((triplets(&old), triplets(&new)), (1, 0));
+    // Rewritten in place: the bind mount shows the same file.
+    std::fs::write(&hosts, format!("127.0.0.2 {name}\n")).unwrap();
+    old.kill();
+    assert_eq!(ask(&req(2)), format!("action={GREYLISTED}\n\n"));
+    assert_eq!(triplets(&new), 1);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert!(t.log_lines("greylist store unavailable").is_empty());
+}
+
 /// The lookup behind a host name: the hosts file first (no query), then the DNS (A and
 /// AAAA), NXDOMAIN and a dead server as clear errors within the deadline.
 #[test]

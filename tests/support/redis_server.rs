@@ -16,6 +16,8 @@ pub struct Redis {
     extra: Vec<String>,
     /// TLS only: `port` is the TLS port, the plain one is off.
     tls: bool,
+    /// The loopback address it listens on.
+    pub bind: String,
 }
 
 pub fn free_port() -> u16 {
@@ -59,6 +61,27 @@ impl Redis {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tls: false,
+            bind: "127.0.0.1".into(),
+        };
+        r.run();
+        Some(r)
+    }
+
+    /// A plain server on another loopback address (127.0.0.0/8) and a given port.
+    pub fn start_at(name: &str, bind: &str, port: u16) -> Option<Redis> {
+        if !redis_available(name) {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/gsr-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir,
+            extra: Vec::new(),
+            tls: false,
+            bind: bind.into(),
         };
         r.run();
         Some(r)
@@ -88,6 +111,7 @@ impl Redis {
             dir,
             extra,
             tls: true,
+            bind: "127.0.0.1".into(),
         };
         r.run();
         Some(r)
@@ -103,7 +127,7 @@ impl Redis {
         };
         let child = Command::new("redis-server")
             .args(ports)
-            .args(["--bind", "127.0.0.1"])
+            .args(["--bind", &self.bind])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .args(&self.extra)
@@ -114,7 +138,7 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect((self.bind.as_str(), self.port)) {
                 if self.tls {
                     // Listening is all a plain client can see of a TLS port.
                     return;
@@ -145,13 +169,13 @@ impl Redis {
 
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}/0", self.port)
+        format!("{scheme}://{}:{}/0", self.bind, self.port)
     }
 
     /// redis-cli with `args`; its output, one line per value.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
+            .args(["-h", &self.bind, "-p", &self.port.to_string()])
             .args(args)
             .output()
             .unwrap();
