@@ -407,6 +407,8 @@ pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
         password,
         key_prefix: cfg.redis_key_prefix.clone(),
         timeout: cfg.redis_timeout,
+        tls_ca_file: cfg.redis_tls_ca_file.clone(),
+        dns_retransmit: cfg.dns_retransmit,
         privacy_secret,
         max_age_ms: cfg.greylist_max_age.as_millis() as u64,
     })

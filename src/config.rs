@@ -148,7 +148,9 @@ keys! {
     store: StoreEngine = "sled", "keyword", |v: &str| v.parse::<StoreEngine>(),
         "The store engine: sled (embedded, one host) or redis (shared by several hosts).";
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0", "URL", |v: &str| v.parse::<RedisUrl>(),
-        "Where Redis or Valkey listens (store = redis): redis://ADDRESS[:PORT][/DB] or unix:///PATH.";
+        "Where Redis or Valkey listens (store = redis): redis://HOST[:PORT][/DB], rediss:// (TLS) or unix:///PATH.";
+    redis_tls_ca_file: Option<PathBuf> = "", "path", optional_path,
+        "The CA certificates that verify a rediss:// server; empty: the system's CA bundle.";
     redis_password_file: Option<PathBuf> = "", "path", optional_path,
         "A file holding the Redis password (store = redis); empty: no AUTH.";
     redis_key_prefix: String = "greyspf:", "text", text,

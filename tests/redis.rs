@@ -277,6 +277,8 @@ fn script_matches_decide_request() {
             password: None,
             key_prefix: prefix.clone(),
             timeout: Duration::from_secs(5),
+            tls_ca_file: None,
+            dns_retransmit: Duration::from_millis(400),
             privacy_secret: None,
             max_age_ms: timers.max_age_ms,
         });
@@ -607,9 +609,16 @@ fn connection_problems_are_clear_at_check_config() {
     assert_eq!(code, 78);
     assert!(err.contains("put it in redis_password_file"), "{err}");
 
-    let (code, _, err) = check(&["redis_url=rediss://127.0.0.1:6380"]);
+    // TLS to a server that speaks plain RESP: refused in the handshake, quickly.
+    let tls_to_plain = format!("redis_url=rediss://127.0.0.1:{}/0", r.port);
+    let (code, _, err) = check(&[&tls_to_plain, "redis_timeout=500ms"]);
     assert_eq!(code, 78);
-    assert!(err.contains("rediss:// (TLS) is not supported"), "{err}");
+    assert!(
+        err.contains(
+            ": TLS: no answer to the handshake within 500ms (is this the server's TLS port?"
+        ),
+        "{err}"
+    );
 
     let nobody = format!("redis_url=redis://127.0.0.1:{}/0", free_port());
     let (code, _, err) = check(&[&nobody]);
@@ -695,8 +704,432 @@ fn tls_only_server_is_a_clear_error() {
     let (code, _, err) = greyspf(&host_args(&t, &r, &[&url]), &["--check-config"]);
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(code, 78);
-    assert!(err.contains("does it require TLS?"), "{err}");
+    assert!(
+        err.contains("does it require TLS? then use rediss://"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs openssl with `args` in `dir`; false when openssl cannot run (a skip, unless
+/// `GREYSPF_E2E=required`).
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            assert_ne!(
+                std::env::var("GREYSPF_E2E").as_deref(),
+                Ok("required"),
+                "GREYSPF_E2E=required, but openssl cannot run: {e}"
+            );
+            eprintln!("skipped: openssl cannot run ({e}); it makes the test certificates");
+            false
+        }
+    }
+}
+
+/// A CA (`NAME-ca.pem`) and a server certificate it signs for `san`
+/// (`NAME-cert.pem`, `NAME-key.pem`), made in `dir`; false when openssl is missing.
+fn make_pki(dir: &Path, name: &str, san: &str) -> bool {
+    let ca = format!("{name}-ca.pem");
+    let ca_key = format!("{name}-ca-key.pem");
+    let (cert, key, csr) = (
+        format!("{name}-cert.pem"),
+        format!("{name}-key.pem"),
+        format!("{name}.csr"),
+    );
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    let subj = format!("/CN=greyspf test CA {name}");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &subj,
+            "-keyout", &ca_key, "-out", &ca,
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=redis",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    )
+}
+
+/// A TLS-only redis-server with the certificate of `make_pki(dir, name, ..)`.
+fn tls_redis(dir: &Path, name: &str) -> Option<Redis> {
+    let f = |what: &str| dir.join(format!("{name}-{what}.pem"));
+    Redis::start_tls(name, &f("cert"), &f("key"), &f("ca"))
+}
+
+/// rediss:// to a server whose certificate a private CA signed: `--check-config` connects
+/// and says so, and an instance greylists, then passes the retry, all over TLS.
+#[test]
+fn tls_with_private_ca_greylists_then_passes() {
+    let t = TestDir::new("tls-ok");
+    if !make_pki(&t.path, "good", "IP:127.0.0.1,DNS:redis.test") {
+        return;
+    }
+    let Some(r) = tls_redis(&t.path, "good") else {
+        return;
+    };
+    let ca = format!("redis_tls_ca_file={}", t.path.join("good-ca.pem").display());
+    let args = host_args(&t, &r, &[&ca, "greylist_delay=1s"]);
+    let (code, out, err) = greyspf(&args, &["--check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "# store: rediss://127.0.0.1:{}/0 answered (redis ",
+            r.port
+        )),
+        "{out}"
+    );
+    let mut s = Session::start(&args);
+    let t1 = request("192.0.2.5", "alice@example.org", "bob@example.net", "i1");
+    assert_eq!(s.ask(&t1), GREYLISTED);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_header(&s.ask(&t1), 1);
+    assert_eq!(s.finish().0, 0);
+    assert!(t.log_lines("greylist store unavailable").is_empty());
+}
+
+/// A certificate that does not verify (another CA, the system bundle, or a name it was
+/// not made for) is a clear error at `--check-config` (exit 78) and a clear log line
+/// while serving, answered within the deadline: never a hang, never plain text.
+#[test]
+fn tls_certificate_problems_are_clear() {
+    let t = TestDir::new("tls-bad");
+    if !(make_pki(&t.path, "good", "IP:127.0.0.1")
+        && make_pki(&t.path, "other", "IP:127.0.0.1")
+        && make_pki(&t.path, "named", "DNS:redis.test"))
+    {
+        return;
+    }
+    let Some(r) = tls_redis(&t.path, "good") else {
+        return;
+    };
+    let Some(named) = tls_redis(&t.path, "named") else {
+        return;
+    };
+    let ca = |name: &str| {
+        format!(
+            "redis_tls_ca_file={}",
+            t.path.join(format!("{name}-ca.pem")).display()
+        )
+    };
+    let check = |redis: &Redis, extra: &[&str]| {
+        let start = Instant::now();
+        let (code, _, err) = greyspf(&host_args(&t, redis, extra), &["--check-config"]);
+        assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+        (code, err)
+    };
+    let (code, err) = check(&r, &[&ca("other")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    let (code, err) = check(&r, &[]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+    let (code, err) = check(&named, &[&ca("named")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: invalid peer certificate: certificate not valid for name"),
+        "{err}"
+    );
+    let missing = t.path.join("no-such-ca.pem");
+    let (code, err) = check(&r, &[&format!("redis_tls_ca_file={}", missing.display())]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("TLS: CA file ") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let mut s = Session::start(&host_args(&t, &r, &[&ca("other")]));
+    let a = timed(
+        &mut s,
+        &request("192.0.2.1", "a@example.org", "b@example.net", "x"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(a, "DUNNO");
+    assert_eq!(s.finish().0, 0);
+    let lines = t.wait_log("TLS: invalid peer certificate: UnknownIssuer", 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("greylist store unavailable"), "{lines:?}");
+}
+
+/// Whether this test may use mount namespaces (root); a skip is a failure when CI
+/// requires these tests.
+fn have_root(test: &str) -> bool {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("GREYSPF_E2E").as_deref(),
+        Ok("required"),
+        "GREYSPF_E2E=required, but {test} needs root"
+    );
+    eprintln!("{test}: skipped: it needs root for a private /etc/hosts");
+    false
+}
+
+/// Runs `script` (sh) in a mount namespace of its own where `hosts` is /etc/hosts; its
+/// standard output.
+fn with_hosts_file(hosts: &Path, script: &str) -> String {
+    let script = format!("mount --bind {} /etc/hosts\n{script}", hosts.display());
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A host name in redis_url, found in /etc/hosts (without NSS) at each connection, and
+/// used as the TLS server name: the certificate names only the host, not its address.
+/// Where the name is unknown, `--check-config` says so within redis_timeout.
+#[test]
+fn host_name_from_the_hosts_file() {
+    let name = "redis.greyspf.test";
+    let t = TestDir::new("hostname");
+    if !have_root("host_name_from_the_hosts_file")
+        || !make_pki(&t.path, "named", &format!("DNS:{name}"))
+    {
+        return;
+    }
+    let Some(r) = tls_redis(&t.path, "named") else {
+        return;
+    };
+    let hosts = t.path.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n127.0.0.1 {name} redis\n"),
+    )
+    .unwrap();
+    let req = t.path.join("request");
+    std::fs::write(
+        &req,
+        request("192.0.2.5", "a@example.org", "b@example.net", "x"),
+    )
+    .unwrap();
+    let url = format!("redis_url=rediss://{name}:{}/0", r.port);
+    let ca = format!(
+        "redis_tls_ca_file={}",
+        t.path.join("named-ca.pem").display()
+    );
+    let args = host_args(&t, &r, &[&url, &ca]);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let run = format!("{} {}", common::BIN, quoted.join(" "));
+    let out = with_hosts_file(
+        &hosts,
+        &format!(
+            "{run} --check-config | tail -n 1\n{run} <{req}\n{run} stats | grep -E '^(new|requests) '",
+            req = req.display()
+        ),
+    );
+    let want = format!("# store: rediss://{name}:{}/0 answered (redis ", r.port);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[0].starts_with(&want), "{out}");
+    assert_eq!(lines[1], format!("action={GREYLISTED}"));
+    assert_eq!(lines[2], "");
+    let counts: Vec<String> = lines[3..]
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(counts, ["requests 1", "new 1"]);
+
+    // Outside the namespace the name is unknown (.test is reserved): a clear error, soon.
+    let start = Instant::now();
+    let (code, _, err) = greyspf(
+        &host_args(&t, &r, &[&url, &ca, "redis_timeout=1s"]),
+        &["--check-config"],
+    );
+    assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+    assert_eq!(code, 78);
+    assert!(
+        err.contains(&format!(
+            "redis rediss://{name}:{}/0: cannot find the host: {name}: ",
+            r.port
+        )),
+        "{err}"
+    );
+}
+
+/// A host name is looked up again at each new connection: Redis moves to another address
+/// (the hosts file changes, the old server goes away), and the running instance's next
+/// request reaches the new one, without a restart or a failed request.
+#[test]
+fn moved_redis_is_found_at_reconnect() {
+    let name = "redis.greyspf.test";
+    let t = TestDir::new("moved");
+    if !have_root("moved_redis_is_found_at_reconnect") {
+        return;
+    }
+    let Some(mut old) = Redis::start("moved-old", &[]) else {
+        return;
+    };
+    let new = Redis::start_at("moved-new", "127.0.0.2", old.port).unwrap();
+    let hosts = t.path.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 {name}\n")).unwrap();
+    let url = format!("redis_url=redis://{name}:{}/0", old.port);
+    let args = host_args(&t, &old, &[&url]);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "mount --bind {} /etc/hosts\nexec {} {}",
+        hosts.display(),
+        common::BIN,
+        quoted.join(" ")
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |block: &str| {
+        use std::io::{BufRead, Write};
+        stdin.write_all(block.as_bytes()).unwrap();
+        let (mut reply, mut line) = (String::new(), String::new());
+        while line != "\n" {
+            line.clear();
+            assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "greyspf exited");
+            reply.push_str(&line);
+        }
+        reply
+    };
+    let triplets = |r: &Redis| {
+        r.cli(&["--scan", "--pattern", "greyspf:t:*"])
+            .lines()
+            .count()
+    };
+    let req = |n: u32| {
+        request(
+            &format!("192.0.2.{n}"),
+            "a@example.org",
+            "b@example.net",
+            "x",
+        )
+    };
+    assert_eq!(ask(&req(1)), format!("action={GREYLISTED}\n\n"));
+    assert_eq!((triplets(&old), triplets(&new)), (1, 0));
+    // Rewritten in place: the bind mount shows the same file.
+    std::fs::write(&hosts, format!("127.0.0.2 {name}\n")).unwrap();
+    old.kill();
+    assert_eq!(ask(&req(2)), format!("action={GREYLISTED}\n\n"));
+    assert_eq!(triplets(&new), 1);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert!(t.log_lines("greylist store unavailable").is_empty());
+}
+
+/// The lookup behind a host name: the hosts file first (no query), then the DNS (A and
+/// AAAA), NXDOMAIN and a dead server as clear errors within the deadline.
+#[test]
+fn host_name_lookup_hosts_then_dns() {
+    use greyspf::dns::{DnsClient, DnsSettings};
+    use greyspf::store::resolve::lookup;
+    use support::dns::{DnsServer, Zone};
+    let zone = Zone::new()
+        .a("redis.example", "192.0.2.20")
+        .aaaa("redis.example", "2001:db8::20")
+        .aaaa("redis6.example", "2001:db8::21");
+    let server = DnsServer::start(zone);
+    let settings = |server: &DnsServer| DnsSettings {
+        server: Some(server.addr()),
+        retransmit: Duration::from_millis(200),
+        deadline: Duration::from_secs(1),
+    };
+    let dns = DnsClient::new(&settings(&server)).unwrap();
+    let soon = || Instant::now() + Duration::from_secs(1);
+    let ips = |s: &[&str]| {
+        s.iter()
+            .map(|a| a.parse().unwrap())
+            .collect::<Vec<std::net::IpAddr>>()
+    };
+
+    let hosts = "192.0.2.99 redis.example\n";
+    assert_eq!(
+        lookup("redis.example", hosts, &dns, soon()),
+        Ok(ips(&["192.0.2.99"]))
+    );
+    assert_eq!(server.queries(), 0, "the hosts file answered");
+    assert_eq!(
+        lookup("redis.example", "", &dns, soon()),
+        Ok(ips(&["192.0.2.20", "2001:db8::20"]))
+    );
+    assert_eq!(
+        lookup("redis6.example", "", &dns, soon()),
+        Ok(ips(&["2001:db8::21"]))
+    );
+    assert_eq!(
+        lookup("nowhere.example", "", &dns, soon()),
+        Err("nowhere.example: no address in /etc/hosts or the DNS".to_string())
+    );
+
+    let dead = DnsServer::dead();
+    let dns = DnsClient::new(&settings(&dead)).unwrap();
+    let start = Instant::now();
+    let e = lookup(
+        "redis.example",
+        "",
+        &dns,
+        Instant::now() + Duration::from_millis(500),
+    )
+    .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(e.starts_with("redis.example: A lookup: "), "{e}");
 }
 
 /// Privacy mode: Redis holds no address, sender or recipient, in key names or values;

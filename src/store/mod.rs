@@ -5,8 +5,10 @@ pub mod client;
 pub mod db;
 pub mod keeper;
 pub mod redis;
+pub mod resolve;
 pub mod secret;
 pub mod statedir;
+pub mod tls;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -18,6 +19,7 @@ use crate::net::Network;
 use crate::store::StoreError;
 use crate::store::db::{COUNTERS, Filter, Row, instance_counter};
 use crate::store::secret::{KeyedHash, hex};
+use crate::store::{resolve, tls};
 
 /// The decision script; Redis caches it by its SHA-1 (EVALSHA), EVAL sends it when not.
 const SCRIPT: &str = include_str!("greylist.lua");
@@ -33,8 +35,31 @@ const SCAN_BATCH: usize = 500;
 /// Where Redis listens, as `redis_url` gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisAddr {
-    Tcp(SocketAddr),
+    /// TCP, in TLS for `rediss://`.
+    Tcp {
+        host: Host,
+        port: u16,
+        tls: bool,
+    },
     Unix(PathBuf),
+}
+
+/// The host of a TCP URL: an address, or a name looked up at each connection (so a
+/// Redis that moved is found again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            Host::Ip(IpAddr::V4(v4)) => write!(f, "{v4}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
 }
 
 /// A parsed `redis_url`. It never holds a password (those come from a file only), so it
@@ -47,16 +72,24 @@ pub struct RedisUrl {
     pub username: Option<String>,
 }
 
+impl RedisUrl {
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        matches!(self.addr, RedisAddr::Tcp { tls: true, .. })
+    }
+}
+
 impl std::fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.addr {
-            RedisAddr::Tcp(a) => {
+            RedisAddr::Tcp { host, port, tls } => {
+                let scheme = if *tls { "rediss" } else { "redis" };
                 let user = self
                     .username
                     .as_deref()
                     .map(|u| format!("{u}@"))
                     .unwrap_or_default();
-                write!(f, "redis://{user}{a}/{}", self.db)
+                write!(f, "{scheme}://{user}{host}:{port}/{}", self.db)
             }
             RedisAddr::Unix(p) => write!(f, "unix://{}?db={}", p.display(), self.db),
         }
@@ -69,31 +102,17 @@ impl std::str::FromStr for RedisUrl {
 
     fn from_str(s: &str) -> Result<RedisUrl, String> {
         let s = s.trim();
-        if s.starts_with("rediss://") {
-            return Err(
-                "rediss:// (TLS) is not supported; use a unix socket or a TLS tunnel \
-                        such as stunnel on the Redis host's loopback"
-                    .into(),
-            );
-        }
         if let Some(rest) = s.strip_prefix("unix://") {
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if !path.starts_with('/') {
-                return Err("unix:// needs an absolute socket path (unix:///path)".into());
-            }
-            let db = match query.strip_prefix("db=") {
-                Some(n) => parse_db(n)?,
-                None if query.is_empty() => 0,
-                None => return Err("unix:// accepts only ?db=N after the path".into()),
-            };
-            return Ok(RedisUrl {
-                addr: RedisAddr::Unix(PathBuf::from(path)),
-                db,
-                username: None,
-            });
+            return parse_unix(rest);
         }
-        let Some(rest) = s.strip_prefix("redis://") else {
-            return Err("expected redis://ADDRESS[:PORT][/DB] or unix:///PATH".into());
+        let (rest, tls) = match (s.strip_prefix("redis://"), s.strip_prefix("rediss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => {
+                return Err(
+                    "expected redis://HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH".into(),
+                );
+            }
         };
         let (authority, db) = match rest.split_once('/') {
             Some((a, "")) => (a, 0),
@@ -111,12 +130,30 @@ impl std::str::FromStr for RedisUrl {
             Some((u, h)) => ((!u.is_empty()).then(|| u.to_string()), h),
             None => (None, authority),
         };
+        let (host, port) = parse_host(host)?;
         Ok(RedisUrl {
-            addr: RedisAddr::Tcp(parse_host(host)?),
+            addr: RedisAddr::Tcp { host, port, tls },
             db,
             username: user,
         })
     }
+}
+
+fn parse_unix(rest: &str) -> Result<RedisUrl, String> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !path.starts_with('/') {
+        return Err("unix:// needs an absolute socket path (unix:///path)".into());
+    }
+    let db = match query.strip_prefix("db=") {
+        Some(n) => parse_db(n)?,
+        None if query.is_empty() => 0,
+        None => return Err("unix:// accepts only ?db=N after the path".into()),
+    };
+    Ok(RedisUrl {
+        addr: RedisAddr::Unix(PathBuf::from(path)),
+        db,
+        username: None,
+    })
 }
 
 fn parse_db(s: &str) -> Result<u32, String> {
@@ -124,21 +161,50 @@ fn parse_db(s: &str) -> Result<u32, String> {
         .map_err(|_| "the database after the address must be a number".to_string())
 }
 
-/// An IP address with an optional port. Host names are refused: greyspf does no name
-/// lookups of its own (a static binary must not call into NSS).
-fn parse_host(h: &str) -> Result<SocketAddr, String> {
+/// An IP address or a host name, with an optional port.
+fn parse_host(h: &str) -> Result<(Host, u16), String> {
     if let Ok(sa) = h.parse::<SocketAddr>() {
-        return Ok(sa);
+        return Ok((Host::Ip(sa.ip()), sa.port()));
     }
     let bare = h.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, 6379)),
-        Err(_) => Err(
-            "the Redis host must be an IP address (greyspf does not look up \
-                       host names), optionally with :PORT"
-                .into(),
-        ),
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok((Host::Ip(ip), 6379));
     }
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) => (
+            n,
+            p.parse()
+                .map_err(|_| "the port after the Redis host must be a number".to_string())?,
+        ),
+        None => (h, 6379),
+    };
+    if !is_host_name(name) {
+        return Err(
+            "the Redis host must be an IP address or a host name, optionally with :PORT".into(),
+        );
+    }
+    Ok((
+        Host::Name(name.trim_end_matches('.').to_ascii_lowercase()),
+        port,
+    ))
+}
+
+/// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters, not all
+/// digits at the end (that would be a mistyped address).
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && labels.iter().all(label_ok)
+        && !labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What the Redis engine needs; the composition root builds it from the configuration.
@@ -149,6 +215,10 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Connect plus command deadline of one request.
     pub timeout: Duration,
+    /// The CA certificates that verify a `rediss://` server; None: the system's bundle.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The DNS retransmission interval, when the URL names a host.
+    pub dns_retransmit: Duration,
     /// The keyed hash of privacy mode, made from `privacy_secret_file`.
     pub privacy_secret: Option<KeyedHash>,
     /// `greylist_max_age`, for `purge`.
@@ -163,6 +233,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("password", &self.password.as_ref().map(|_| "(set)"))
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("privacy", &self.privacy_secret.is_some())
             .finish()
     }
@@ -170,12 +241,16 @@ impl std::fmt::Debug for RedisSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
-    #[error("redis {url}: cannot connect: {source}")]
-    Connect { url: String, source: std::io::Error },
+    #[error("redis {url}: cannot connect: {message}")]
+    Connect { url: String, message: String },
     #[error("redis {url}: no answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("redis {url}: {message}")]
     Io { url: String, message: String },
+    #[error("redis {url}: cannot find the host: {message}")]
+    Resolve { url: String, message: String },
+    #[error("redis {url}: TLS: {message}")]
+    Tls { url: String, message: String },
     #[error("redis {url}: authentication refused: {message}")]
     Auth { url: String, message: String },
     #[error("redis {url}: {message}")]
@@ -225,21 +300,20 @@ pub fn read_password(path: &Path) -> Result<String, String> {
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Boxed: a TLS session is much larger than a socket.
+    Tls(Box<tls::TlsStream>),
 }
 
 impl Stream {
-    fn try_clone(&self) -> std::io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
     fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
         match self {
             Stream::Tcp(s) => {
                 s.set_read_timeout(Some(t))?;
                 s.set_write_timeout(Some(t))
+            }
+            Stream::Tls(s) => {
+                s.sock.set_read_timeout(Some(t))?;
+                s.sock.set_write_timeout(Some(t))
             }
             Stream::Unix(s) => {
                 s.set_read_timeout(Some(t))?;
@@ -254,6 +328,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -263,18 +338,24 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
+    /// Sockets send at once; rustls holds the records until flushed.
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
 /// One connection: commands out, RESP replies parsed by the redis crate.
 struct Conn {
-    reader: BufReader<Stream>,
-    writer: Stream,
+    /// Replies are read through the buffer, commands written past it (one request at a
+    /// time, so nothing is buffered when a command goes out).
+    io: BufReader<Stream>,
     parser: redis::Parser,
 }
 
@@ -283,6 +364,10 @@ struct Conn {
 enum Fault {
     Timeout,
     Io(String),
+    /// The TLS handshake failed (other than by the deadline).
+    Tls(String),
+    /// No TLS answer by the deadline: often a plain port, which waits for a line end.
+    TlsTimeout,
 }
 
 fn server_error(e: &redis::ServerError) -> String {
@@ -293,22 +378,42 @@ fn server_error(e: &redis::ServerError) -> String {
 }
 
 impl Conn {
-    fn open(addr: &RedisAddr, deadline: Instant) -> std::io::Result<Conn> {
-        let left = remaining(deadline);
-        let stream = match addr {
-            RedisAddr::Tcp(a) => {
-                let s = TcpStream::connect_timeout(a, left)?;
-                // Small requests, one at a time: no Nagle delay.
-                s.set_nodelay(true)?;
-                Stream::Tcp(s)
+    /// Connects (and runs the TLS handshake with `tls`) to one of `ips` before
+    /// `deadline`; `host` is the name the certificate must carry.
+    fn open_tcp(
+        ips: &[IpAddr],
+        port: u16,
+        host: &Host,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        deadline: Instant,
+    ) -> Result<Conn, Fault> {
+        let s = connect_any(ips, port, deadline)?;
+        // Small requests, one at a time: no Nagle delay.
+        s.set_nodelay(true).map_err(io_fault)?;
+        let stream = match tls {
+            None => Stream::Tcp(s),
+            Some(config) => {
+                let name = match host {
+                    Host::Ip(ip) => ip.to_string(),
+                    Host::Name(n) => n.clone(),
+                };
+                let name = tls::server_name(&name).map_err(Fault::Tls)?;
+                let t =
+                    tls::handshake(Arc::clone(config), name, s, deadline).map_err(|e| match e {
+                        tls::HandshakeError::Timeout => Fault::TlsTimeout,
+                        tls::HandshakeError::Failed(m) => Fault::Tls(m),
+                    })?;
+                Stream::Tls(Box::new(t))
             }
-            RedisAddr::Unix(p) => Stream::Unix(UnixStream::connect(p)?),
         };
-        Ok(Conn {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
+        Ok(Conn::new(stream))
+    }
+
+    fn new(stream: Stream) -> Conn {
+        Conn {
+            io: BufReader::new(stream),
             parser: redis::Parser::new(),
-        })
+        }
     }
 
     /// Sends the commands in one write and reads one reply each, all before `deadline`.
@@ -317,16 +422,17 @@ impl Conn {
         for c in cmds {
             c.write_packed_command(&mut out);
         }
-        let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Fault::Timeout,
-            _ => Fault::Io(e.to_string()),
-        };
-        self.writer.set_timeouts(remaining(deadline)).map_err(io)?;
-        self.writer.write_all(&out).map_err(io)?;
+        let io = io_fault;
+        let w = self.io.get_mut();
+        w.set_timeouts(remaining(deadline)).map_err(io)?;
+        w.write_all(&out).and_then(|()| w.flush()).map_err(io)?;
         let mut replies = Vec::with_capacity(cmds.len());
         for _ in cmds {
-            self.writer.set_timeouts(remaining(deadline)).map_err(io)?;
-            match self.parser.parse_value(&mut self.reader) {
+            self.io
+                .get_ref()
+                .set_timeouts(remaining(deadline))
+                .map_err(io)?;
+            match self.parser.parse_value(&mut self.io) {
                 Ok(v) => replies.push(v),
                 Err(e) if e.is_timeout() => return Err(Fault::Timeout),
                 Err(e) if e.is_unrecoverable_error() || e.is_io_error() => {
@@ -339,8 +445,31 @@ impl Conn {
     }
 }
 
+fn io_fault(e: std::io::Error) -> Fault {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Fault::Timeout,
+        _ => Fault::Io(e.to_string()),
+    }
+}
+
+/// A TCP connection to the first of `ips` that accepts one before `deadline`; the error
+/// of the last when none does.
+fn connect_any(ips: &[IpAddr], port: u16, deadline: Instant) -> Result<TcpStream, Fault> {
+    let mut last = Fault::Io("no address".into());
+    for ip in ips {
+        match TcpStream::connect_timeout(&SocketAddr::new(*ip, port), remaining(deadline)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = io_fault(e),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Err(last)
+}
+
 /// The time left before `deadline`, never zero (a zero socket timeout means none).
-fn remaining(deadline: Instant) -> Duration {
+pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1))
@@ -383,6 +512,8 @@ pub struct RedisStore {
     whitelist: Option<(String, Vec<Network>)>,
     /// Counts not yet handed to Redis; they travel with the next decision.
     pending: BTreeMap<String, u64>,
+    /// The TLS client configuration of `rediss://`, once made.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The keying check value: which secret (or none) the keys in this Redis are made with.
@@ -406,11 +537,30 @@ impl RedisStore {
             backoff: MIN_BACKOFF,
             whitelist: None,
             pending: BTreeMap::new(),
+            tls: None,
         }
     }
 
     fn url(&self) -> String {
         self.s.url.to_string()
+    }
+
+    /// The TLS client of a `rediss://` URL, made on first use (so rustls stays idle in
+    /// every other configuration) and kept; None for plain TCP and unix sockets.
+    fn tls_config(&mut self) -> Result<Option<Arc<rustls::ClientConfig>>, RedisError> {
+        if !self.s.url.tls() {
+            return Ok(None);
+        }
+        if self.tls.is_none() {
+            let config = tls::client_config(self.s.tls_ca_file.as_deref()).map_err(|message| {
+                RedisError::Tls {
+                    url: self.url(),
+                    message,
+                }
+            })?;
+            self.tls = Some(config);
+        }
+        Ok(self.tls.clone())
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
@@ -443,29 +593,50 @@ impl RedisStore {
                 timeout: self.s.timeout,
             },
             Fault::Io(message) => RedisError::Io { url, message },
+            Fault::Tls(message) => RedisError::Tls { url, message },
+            Fault::TlsTimeout => RedisError::Tls {
+                message: format!(
+                    "no answer to the handshake within {:?} (is this the server's TLS \
+                     port? a plain Redis port answers nothing)",
+                    self.s.timeout
+                ),
+                url,
+            },
         }
+    }
+
+    /// The connection itself (the host's name looked up first, then TLS if asked), before
+    /// `deadline`.
+    fn open(&mut self, deadline: Instant) -> Result<Conn, RedisError> {
+        let url = self.url();
+        let tls = self.tls_config()?;
+        let opened = match &self.s.url.addr {
+            RedisAddr::Unix(p) => UnixStream::connect(p)
+                .map(|u| Conn::new(Stream::Unix(u)))
+                .map_err(io_fault),
+            RedisAddr::Tcp { host, port, .. } => {
+                let ips = match host {
+                    Host::Ip(ip) => vec![*ip],
+                    Host::Name(name) => resolve::resolve(name, self.s.dns_retransmit, deadline)
+                        .map_err(|message| RedisError::Resolve {
+                            url: url.clone(),
+                            message,
+                        })?,
+                };
+                Conn::open_tcp(&ips, *port, host, tls.as_ref(), deadline)
+            }
+        };
+        opened.map_err(|f| match f {
+            Fault::Io(message) => RedisError::Connect { url, message },
+            f => self.fault(f),
+        })
     }
 
     /// Connects, authenticates, selects the database and checks the keying, before
     /// `deadline`.
     fn connect(&mut self, deadline: Instant) -> Result<Conn, RedisError> {
         let url = self.url();
-        let mut c = Conn::open(&self.s.url.addr, deadline).map_err(|source| {
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                RedisError::Timeout {
-                    url: url.clone(),
-                    timeout: self.s.timeout,
-                }
-            } else {
-                RedisError::Connect {
-                    url: url.clone(),
-                    source,
-                }
-            }
-        })?;
+        let mut c = self.open(deadline)?;
         let mut hello = Vec::new();
         if let Some(p) = &self.s.password {
             let mut auth = redis::cmd("AUTH");
@@ -486,7 +657,7 @@ impl RedisStore {
                 url: url.clone(),
                 message: format!(
                     "{m}: the server closed the connection at once (does it require TLS? \
-                     rediss:// is not supported)"
+                     then use rediss://)"
                 ),
             },
             f => self.fault(f),
@@ -1093,11 +1264,30 @@ mod tests {
         assert_eq!(u.to_string(), "redis://greyspf@[::1]:6379/0");
         let u: RedisUrl = "unix:///run/redis/redis.sock?db=3".parse().unwrap();
         assert_eq!(u.to_string(), "unix:///run/redis/redis.sock?db=3");
+        let u: RedisUrl = "rediss://greyspf@192.0.2.1:6380/1".parse().unwrap();
+        assert_eq!(u.to_string(), "rediss://greyspf@192.0.2.1:6380/1");
+        assert!(u.tls());
+        assert!(!"redis://[::1]".parse::<RedisUrl>().unwrap().tls());
+        let u: RedisUrl = "rediss://Redis.Example.:6380/1".parse().unwrap();
+        assert_eq!(u.to_string(), "rediss://redis.example:6380/1");
+        assert_eq!(
+            u.addr,
+            RedisAddr::Tcp {
+                host: Host::Name("redis.example".into()),
+                port: 6380,
+                tls: true
+            }
+        );
+        let u: RedisUrl = "redis://redis/0".parse().unwrap();
+        assert_eq!(u.to_string(), "redis://redis:6379/0");
         for bad in [
             "redis://user:hunter2@127.0.0.1/0",
             "redis://:hunter2@127.0.0.1",
-            "rediss://127.0.0.1",
-            "redis://redis.example/0",
+            "rediss://:hunter2@127.0.0.1",
+            "redis://redis..example/0",
+            "redis://-redis.example/0",
+            "redis://redis.example:63a9/0",
+            "redis://192.0.2/0",
             "http://127.0.0.1",
             "unix://relative",
         ] {

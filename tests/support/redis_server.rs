@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,10 @@ pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// TLS only: `port` is the TLS port, the plain one is off.
+    tls: bool,
+    /// The loopback address it listens on.
+    pub bind: String,
 }
 
 pub fn free_port() -> u16 {
@@ -56,6 +60,58 @@ impl Redis {
             port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+            bind: "127.0.0.1".into(),
+        };
+        r.run();
+        Some(r)
+    }
+
+    /// A plain server on another loopback address (127.0.0.0/8) and a given port.
+    pub fn start_at(name: &str, bind: &str, port: u16) -> Option<Redis> {
+        if !redis_available(name) {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/gsr-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir,
+            extra: Vec::new(),
+            tls: false,
+            bind: bind.into(),
+        };
+        r.run();
+        Some(r)
+    }
+
+    /// A server that speaks TLS only, with this certificate and key (clients are not
+    /// asked for certificates).
+    pub fn start_tls(name: &str, cert: &Path, key: &Path, ca: &Path) -> Option<Redis> {
+        if !redis_available(name) {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/gsr-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut extra = vec!["--tls-auth-clients".to_string(), "no".to_string()];
+        for (flag, path) in [
+            ("--tls-cert-file", cert),
+            ("--tls-key-file", key),
+            ("--tls-ca-cert-file", ca),
+        ] {
+            extra.push(flag.to_string());
+            extra.push(path.display().to_string());
+        }
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            extra,
+            tls: true,
+            bind: "127.0.0.1".into(),
         };
         r.run();
         Some(r)
@@ -63,8 +119,15 @@ impl Redis {
 
     /// Starts the server (again, on the same port) and waits until it answers.
     pub fn run(&mut self) {
+        let port = self.port.to_string();
+        let ports: &[&str] = if self.tls {
+            &["--port", "0", "--tls-port", &port]
+        } else {
+            &["--port", &port]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(ports)
+            .args(["--bind", &self.bind])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .args(&self.extra)
@@ -75,7 +138,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect((self.bind.as_str(), self.port)) {
+                if self.tls {
+                    // Listening is all a plain client can see of a TLS port.
+                    return;
+                }
                 let _ = s.write_all(b"PING\r\n");
                 let mut b = [0u8; 1];
                 if s.read(&mut b).is_ok_and(|n| n == 1) {
@@ -101,13 +168,14 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}:{}/0", self.bind, self.port)
     }
 
     /// redis-cli with `args`; its output, one line per value.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
+            .args(["-h", &self.bind, "-p", &self.port.to_string()])
             .args(args)
             .output()
             .unwrap();
