@@ -90,6 +90,18 @@ fn example_configuration_lists_every_key_with_its_default() {
             "packaging/greyspf.conf lacks {plain:?}"
         );
     }
+    // A comment line that reads like a parameter (`# name = ...` or `# name: ...`) names
+    // a real one: the package test reads the file that way.
+    let known: BTreeSet<String> = code_keys().into_iter().map(|(k, _)| k).collect();
+    let like = regex::Regex::new(r"^# ?([a-z][a-z0-9_]*)( =|:)").unwrap();
+    for l in conf.lines() {
+        if let Some(c) = like.captures(l) {
+            assert!(
+                known.contains(&c[1]),
+                "packaging/greyspf.conf: {l:?} looks like a parameter"
+            );
+        }
+    }
     // The example parses, and uncommenting its defaults changes nothing.
     let dir = std::env::temp_dir().join(format!("greyspf-docs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
