@@ -142,7 +142,7 @@ keys! {
     spf_timeout: Duration = "10s", "time", parse_duration,
         "Time limit of the check of one identity.";
     dns_server: Option<SocketAddr> = "", "address", optional_server,
-        "The DNS server for SPF lookups; empty: the system's.";
+        "The DNS server for SPF and scoring lookups; empty: the system's.";
     dns_retransmit: Duration = "400ms", "time", positive_duration,
         "How long a DNS query waits before it is sent again (doubling each time).";
     spf_skip_networks: Vec<Network> = "", "networks", net::parse_list,
