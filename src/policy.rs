@@ -823,4 +823,191 @@ mod tests {
                 .starts_with("action=greylist, reason=new, remaining=300,")
         );
     }
+
+    /// Facts from a table, counting how often they are asked for.
+    struct TableScore {
+        facts: score::Facts,
+        asked: std::cell::Cell<u32>,
+    }
+
+    impl Score for TableScore {
+        fn facts(&self, _: &Subject<'_>) -> score::Facts {
+            self.asked.set(self.asked.get() + 1);
+            self.facts.clone()
+        }
+    }
+
+    fn scoring() -> PolicySettings {
+        let mut p = settings();
+        p.score = Some(ScoreSettings {
+            dnsbl: score::parse_zones("bl.example=4.5 bl2.example=3.5").unwrap(),
+            rhsbl: vec![],
+            weights: score::Weights {
+                no_ptr: 2.5,
+                ptr_unconfirmed: 1.5,
+                ptr_dynamic: 2.5,
+                helo_literal: 2.5,
+                helo_not_fqdn: 1.5,
+                helo_unresolvable: 1.5,
+                helo_is_client: -1.5,
+                helo_ours: 4.0,
+                sender_unroutable: 2.5,
+                spf_pass: -1.5,
+                spf_fail: 3.0,
+                spf_softfail: 1.5,
+            },
+            dynamic_patterns: vec![],
+            greylist_threshold: 2.0,
+            reject_threshold: 8.0,
+            timeout: std::time::Duration::from_secs(5),
+            hostname: "mx.example.net".into(),
+        });
+        p
+    }
+
+    fn table(listed: &[&str], ptr: bool) -> TableScore {
+        let listing = |zone: &str| {
+            if listed.contains(&zone) {
+                score::Listing::Listed(vec!["127.0.0.2".parse().unwrap()])
+            } else {
+                score::Listing::NotListed
+            }
+        };
+        let names = if ptr {
+            vec![("mail.example.org".to_string(), true)]
+        } else {
+            vec![]
+        };
+        TableScore {
+            facts: score::Facts {
+                dnsbl: vec![
+                    ("bl.example".into(), listing("bl.example")),
+                    ("bl2.example".into(), listing("bl2.example")),
+                ],
+                ptr: score::Probe::Answer(names),
+                ..score::Facts::none()
+            },
+            asked: std::cell::Cell::new(0),
+        }
+    }
+
+    fn scored_run(
+        r: &Request,
+        s: &PolicySettings,
+        wl: &Whitelists,
+        sc: &TableScore,
+        st: &mut MemStore,
+        m: &mut MessageState,
+    ) -> Decision {
+        let mut cx = Context {
+            whitelists: wl,
+            store: st,
+            spf: None,
+            score: Some(sc),
+            now_ms: 0,
+        };
+        decide(r, s, &mut cx, m)
+    }
+
+    #[test]
+    fn the_score_chooses_pass_greylist_or_reject_once_per_message() {
+        let s = scoring();
+        let wl = Whitelists::new(vec![], vec![]);
+        let mut st = MemStore::default();
+        let mut m = MessageState::default();
+        let mut r = req("192.0.2.10", "a@example.org", "x@example.com", "i1");
+        r.helo_name = "mail.example.org".into();
+
+        let clean = table(&[], true);
+        let d = scored_run(&r, &s, &wl, &clean, &mut st, &mut m);
+        assert_eq!(d.action, Action::Dunno);
+        assert!(
+            d.log
+                .unwrap()
+                .starts_with("action=pass, reason=score, score=0,")
+        );
+        assert!(st.queries.is_empty());
+
+        let one = table(&["bl.example"], false);
+        r.instance = "i2".into();
+        for rcpt in ["x@example.com", "y@example.com"] {
+            r.recipient = rcpt.into();
+            let d = scored_run(&r, &s, &wl, &one, &mut st, &mut m);
+            assert_eq!(
+                d.action.to_string(),
+                "DEFER_IF_PERMIT Greylisted, please try again later"
+            );
+            assert!(
+                d.log
+                    .unwrap()
+                    .contains(", score=7, score_hits=dnsbl:bl.example(4.5) no_ptr(2.5), ")
+            );
+        }
+        assert_eq!(one.asked.get(), 1, "the score is made once per message");
+
+        let two = table(&["bl.example", "bl2.example"], false);
+        r.instance = "i3".into();
+        let d = scored_run(&r, &s, &wl, &two, &mut st, &mut m);
+        assert_eq!(
+            d.action.to_string(),
+            "550 5.7.1 Rejected (score 10.5: dnsbl:bl.example(4.5) dnsbl:bl2.example(3.5) no_ptr(2.5))"
+        );
+        assert!(
+            d.log
+                .unwrap()
+                .starts_with("action=reject, reason=score, score=10.5,")
+        );
+    }
+
+    #[test]
+    fn whitelisted_recipients_are_greylisted_not_rejected_and_headers_wait() {
+        let mut s = scoring();
+        s.score_header = true;
+        let dir = std::env::temp_dir().join(format!("greyspf-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rcpt");
+        std::fs::write(&file, "postmaster@\n").unwrap();
+        let mut wl = Whitelists::new(vec![], vec![file]);
+        wl.refresh();
+        let mut st = MemStore::default();
+        let mut m = MessageState::default();
+        let two = table(&["bl.example", "bl2.example"], false);
+        let mut r = req(
+            "192.0.2.10",
+            "a@example.org",
+            "postmaster@example.com",
+            "i1",
+        );
+        r.helo_name = "mail.example.org".into();
+        let d = scored_run(&r, &s, &wl, &two, &mut st, &mut m);
+        assert!(
+            d.action
+                .to_string()
+                .starts_with("PREPEND X-Greyspf-Score: 10.5 (reject) hits="),
+            "{d:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        // Greylisted: the header waits for a reply that can carry it.
+        let mut m = MessageState::default();
+        let one = table(&["bl.example"], false);
+        let mut r = req("192.0.2.10", "a@example.org", "x@example.com", "i2");
+        r.helo_name = "mail.example.org".into();
+        let d = scored_run(&r, &s, &wl, &one, &mut st, &mut m);
+        assert_eq!(
+            d.action.to_string(),
+            "DEFER_IF_PERMIT Greylisted, please try again later"
+        );
+        let data = Request {
+            protocol_state: "DATA".into(),
+            ..r.clone()
+        };
+        let d = scored_run(&data, &s, &wl, &one, &mut st, &mut m);
+        assert_eq!(
+            d.action.to_string(),
+            format!(
+                "PREPEND X-Greyspf-Score: 7 (greylist) hits=dnsbl:bl.example(4.5) no_ptr(2.5); greyspf-{} at mx.example.net",
+                crate::VERSION
+            )
+        );
+    }
 }
