@@ -378,3 +378,25 @@ fn check_prints_every_check_with_its_weight() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// SPF and scoring ask through one DNS client: what SPF looked up (the HELO name's address,
+/// for its `a` mechanism) is in the cache when scoring needs it.
+#[test]
+fn spf_and_scoring_share_one_dns_client() {
+    let dns = DnsServer::start(zone().ttl(60));
+    let t = TestDir::new("sc-shared");
+    let mut s = Session::start(&args(&t, &dns, &["spf_enable=yes"]));
+    let reply = s.ask(&req(
+        "192.0.2.10",
+        "mail.example.com",
+        "alice@example.com",
+        "bob@example.net",
+        "m1",
+    ));
+    assert!(reply.starts_with("PREPEND Received-SPF: pass "), "{reply}");
+    let asked = dns.described_queries();
+    let helo_a = asked.iter().filter(|q| *q == "A mail.example.com").count();
+    assert_eq!(helo_a, 1, "{asked:?}");
+    assert!(asked.contains(&"PTR 10.2.0.192.in-addr.arpa".to_string()));
+    assert_eq!(s.finish().0, 0);
+}
