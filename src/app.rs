@@ -267,7 +267,9 @@ pub fn score_settings(cfg: &Config) -> ScoreSettings {
             spf_fail: cfg.score_spf_fail,
             spf_softfail: cfg.score_spf_softfail,
         },
-        dynamic_patterns: cfg.score_dynamic_patterns.clone(),
+        // Checked when the configuration was loaded with scoring on.
+        dynamic_patterns: crate::score::parse_patterns(&cfg.score_dynamic_patterns.join(" "))
+            .unwrap_or_default(),
         greylist_threshold: cfg.score_greylist_threshold,
         reject_threshold: cfg.score_reject_threshold,
         timeout: cfg.score_timeout,

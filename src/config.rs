@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use regex::Regex;
-
 use crate::net::{self, Network};
 use crate::score::{self, ListZone};
 use crate::spf::{HeaderKind, SpfResult};
@@ -160,9 +158,9 @@ keys! {
         "No PTR name of the client resolves back to its address.";
     score_ptr_dynamic: f64 = "2.5", "weight", score::parse_weight,
         "A PTR name looks like a dynamic address pool's.";
-    score_dynamic_patterns: Vec<Regex> =
+    score_dynamic_patterns: Vec<String> =
         "(^|[.-])(dyn|dynamic|dsl|adsl|vdsl|xdsl|pool|cable|dhcp|dial|dialup|ppp|pppoe|broadband|cust|customer|cpe)([0-9.-]|$)",
-        "patterns", score::parse_patterns,
+        "patterns", pattern_list,
         "Regular expressions of dynamic-looking host names.";
     score_helo_literal: f64 = "2.5", "weight", score::parse_weight,
         "The HELO is an address or address literal.";
@@ -505,6 +503,17 @@ fn check_together(c: &Config, raw: &Raw) -> Result<(), ConfigError> {
         c.score_reject_action, c.score_reject_text
     ))
     .map_err(|m| invalid(raw.get("score_reject_action").1, "score_reject_action", m))?;
+    // Compiled only when scoring is on: a compiled pattern costs an instance about a
+    // megabyte that it has no use for otherwise.
+    if c.score_enable {
+        score::parse_patterns(&c.score_dynamic_patterns.join(" ")).map_err(|m| {
+            invalid(
+                raw.get("score_dynamic_patterns").1,
+                "score_dynamic_patterns",
+                m,
+            )
+        })?;
+    }
     if c.score_reject_threshold <= c.score_greylist_threshold {
         return Err(invalid(
             raw.get("score_reject_threshold").1,
@@ -579,6 +588,10 @@ fn optional_secret_path(v: &str) -> Result<PathBuf, String> {
     } else {
         absolute_path(v)
     }
+}
+
+fn pattern_list(v: &str) -> Result<Vec<String>, String> {
+    Ok(v.split_whitespace().map(str::to_string).collect())
 }
 
 fn paths(v: &str) -> Result<Vec<PathBuf>, String> {
@@ -706,6 +719,35 @@ mod tests {
         assert_eq!(c.spf_skip_networks, c.trusted_networks);
         assert!(c.render().contains("spf_authserv_id = mx.example.net\n"));
         assert_eq!(c.effective.len(), KEYS.len());
+    }
+
+    #[test]
+    fn score_keys_are_checked() {
+        // A bad pattern matters only when scoring is on.
+        assert!(load_text("score_dynamic_patterns = (\n", &[]).is_ok());
+        let e = load_text("score_enable = yes\nscore_dynamic_patterns = (\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("test.conf:2: score_dynamic_patterns: bad pattern \"(\""),
+            "{e}"
+        );
+        let e = load_text("score_reject_threshold = 2\n", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.conf:1: score_reject_threshold: must be above score_greylist_threshold"
+        );
+        let e = load_text("score_dnsbl = zen.example\n", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.conf:1: score_dnsbl: expected zone=weight, got \"zen.example\""
+        );
+        let e = load_text("", &["score_reject_action=MAYBE"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-o score_reject_action=MAYBE: score_reject_action: unknown action \"MAYBE\""
+        );
+        let c = load_text("score_no_ptr = 0\nscore_helo_is_client = -2.25\n", &[]).unwrap();
+        assert_eq!((c.score_no_ptr, c.score_helo_is_client), (0.0, -2.25));
     }
 
     #[test]
