@@ -509,7 +509,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
 }
 
 /// `check` with scoring on: every check with its weight and what it saw, then the total.
-/// The facts come from the DNS client's cache when the decision asks again.
+/// The decision after it scores again (from the DNS client's cache, within the TTLs).
 fn print_score(
     out: &mut impl Write,
     cfg: &Config,

@@ -363,8 +363,10 @@ fn score_step(
     spf: Option<&SpfEval>,
     msg: &mut MessageState,
 ) -> Option<Scored> {
+    // A whitelisted client is let through anyway: its address is not sent to the lists.
     if let (Some(settings), Some(score), Some(ip)) = (&s.score, cx.score, ip)
         && msg.score.is_none()
+        && !cx.whitelists.client_listed(Some(ip), &req.client_name)
     {
         let subject = Subject {
             ip,
@@ -967,7 +969,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("rcpt");
         std::fs::write(&file, "postmaster@\n").unwrap();
-        let mut wl = Whitelists::new(vec![], vec![file]);
+        let clients = dir.join("clients");
+        std::fs::write(&clients, "198.51.100.0/24\n").unwrap();
+        let mut wl = Whitelists::new(vec![clients], vec![file]);
         wl.refresh();
         let mut st = MemStore::default();
         let mut m = MessageState::default();
@@ -986,6 +990,11 @@ mod tests {
                 .starts_with("PREPEND X-Greyspf-Score: 10.5 (reject) hits="),
             "{d:?}"
         );
+        // A whitelisted client is not scored: its address goes to no list.
+        let r = req("198.51.100.7", "a@example.org", "x@example.com", "i9");
+        let d = scored_run(&r, &s, &wl, &two, &mut st, &mut m);
+        assert_eq!(d.action, Action::Dunno);
+        assert_eq!(two.asked.get(), 1);
         let _ = std::fs::remove_dir_all(&dir);
         // Greylisted: the header waits for a reply that can carry it.
         let mut m = MessageState::default();
