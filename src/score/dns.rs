@@ -71,53 +71,83 @@ impl ScoreChecker {
             .is_some_and(|until| now < until)
     }
 
+    /// Every lookup of one evaluation, each with its result should the deadline come first.
     fn jobs<'a>(&'a self, lookup: &'a Lookup<'a>, subject: &Subject<'_>) -> Vec<Pending<'a>> {
+        let late = format!("no answer within {} ms", self.settings.timeout.as_millis());
+        let helo = subject.helo.trim_end_matches('.').to_ascii_lowercase();
+        let helo = Some(helo).filter(|h| is_fqdn(h));
+        let sender = subject
+            .sender_domain
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|d| is_fqdn(d));
+        let mut jobs = self.list_jobs(lookup, subject.ip.to_canonical(), &sender, &helo, &late);
+        jobs.extend(self.host_jobs(lookup, subject.ip.to_canonical(), sender, helo, late));
+        jobs
+    }
+
+    /// The DNS list lookups: the client address in each `dnsbl` zone, the sender domain
+    /// and the HELO name in each `rhsbl` zone. Rested lists answer `Skipped` at once.
+    fn list_jobs<'a>(
+        &'a self,
+        lookup: &'a Lookup<'a>,
+        ip: IpAddr,
+        sender: &Option<String>,
+        helo: &Option<String>,
+        late: &str,
+    ) -> Vec<Pending<'a>> {
         let s = &self.settings;
-        let w = &s.weights;
         let now = Instant::now();
-        let ip = subject.ip.to_canonical();
+        let failed = || Listing::Failed(late.to_string());
         let mut jobs: Vec<Pending<'a>> = Vec::new();
-        let late = format!("no answer within {} ms", s.timeout.as_millis());
         for (i, z) in s.dnsbl.iter().enumerate().filter(|(_, z)| z.is_on()) {
             let rested = self.rested(&z.zone, now);
             let name = super::list_name(ip, &z.zone);
             jobs.push((
                 Box::pin(async move { Job::Dnsbl(i, list(lookup, name, rested).await) }),
-                Job::Dnsbl(i, Listing::Failed(late.clone())),
+                Job::Dnsbl(i, failed()),
             ));
         }
-        let helo = subject.helo.trim_end_matches('.').to_ascii_lowercase();
-        let sender = subject
-            .sender_domain
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-            .filter(|d| is_fqdn(d));
         for (i, z) in s.rhsbl.iter().enumerate().filter(|(_, z)| z.is_on()) {
             let rested = self.rested(&z.zone, now);
-            if let Some(d) = &sender {
+            if let Some(d) = sender {
                 let name = format!("{d}.{}", z.zone);
                 jobs.push((
                     Box::pin(async move { Job::RhsblSender(i, list(lookup, name, rested).await) }),
-                    Job::RhsblSender(i, Listing::Failed(late.clone())),
+                    Job::RhsblSender(i, failed()),
                 ));
             }
-            if is_fqdn(&helo) {
-                let name = format!("{helo}.{}", z.zone);
+            if let Some(h) = helo {
+                let name = format!("{h}.{}", z.zone);
                 jobs.push((
                     Box::pin(async move { Job::RhsblHelo(i, list(lookup, name, rested).await) }),
-                    Job::RhsblHelo(i, Listing::Failed(late.clone())),
+                    Job::RhsblHelo(i, failed()),
                 ));
             }
         }
+        jobs
+    }
+
+    /// The lookups of the checks that are on: the client's PTR names, the HELO name's
+    /// addresses, the sender domain's MX (or A).
+    fn host_jobs<'a>(
+        &'a self,
+        lookup: &'a Lookup<'a>,
+        ip: IpAddr,
+        sender: Option<String>,
+        helo: Option<String>,
+        late: String,
+    ) -> Vec<Pending<'a>> {
+        let w = &self.settings.weights;
+        let mut jobs: Vec<Pending<'a>> = Vec::new();
         if w.no_ptr != 0.0 || w.ptr_unconfirmed != 0.0 || w.ptr_dynamic != 0.0 {
             jobs.push((
                 Box::pin(async move { Job::Ptr(ptr(lookup, ip).await) }),
                 Job::Ptr(Probe::Failed(late.clone())),
             ));
         }
-        if is_fqdn(&helo) && (w.helo_unresolvable != 0.0 || w.helo_is_client != 0.0) {
-            let name = helo.clone();
+        if let Some(h) = helo.filter(|_| w.helo_unresolvable != 0.0 || w.helo_is_client != 0.0) {
             jobs.push((
-                Box::pin(async move { Job::Helo(addresses(lookup, &name).await) }),
+                Box::pin(async move { Job::Helo(addresses(lookup, &h).await) }),
                 Job::Helo(Probe::Failed(late.clone())),
             ));
         }

@@ -152,6 +152,8 @@ pub struct Check {
     pub name: String,
     pub weight: f64,
     pub hit: bool,
+    /// Its lookup failed, ran out of time or was skipped: it counts 0.
+    pub failed: bool,
     pub detail: String,
 }
 
@@ -201,7 +203,7 @@ impl Scored {
         let failed: Vec<&str> = self
             .checks
             .iter()
-            .filter(|c| c.detail.starts_with("lookup failed") || c.detail == "skipped")
+            .filter(|c| c.failed)
             .map(|c| c.name.as_str())
             .collect();
         failed.join(" ")
@@ -270,7 +272,16 @@ fn check(name: impl Into<String>, weight: f64, hit: bool, detail: impl Into<Stri
         name: name.into(),
         weight,
         hit: hit && weight != 0.0,
+        failed: false,
         detail: detail.into(),
+    }
+}
+
+/// A check whose lookup gave no answer: it counts 0, and the log line names it.
+fn failed(name: impl Into<String>, weight: f64, detail: impl Into<String>) -> Check {
+    Check {
+        failed: true,
+        ..check(name, weight, false, detail)
     }
 }
 
@@ -287,8 +298,8 @@ fn list_checks(
         let name = format!("{kind}:{zone}");
         out.push(match listing {
             Listing::NotListed => check(name, z.weight, false, "not listed"),
-            Listing::Skipped => check(name, z.weight, false, "skipped"),
-            Listing::Failed(e) => check(name, z.weight, false, format!("lookup failed: {e}")),
+            Listing::Skipped => failed(name, z.weight, "skipped: failed repeatedly"),
+            Listing::Failed(e) => failed(name, z.weight, format!("lookup failed: {e}")),
             Listing::Listed(codes) => {
                 let (errors, real): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) =
                     codes.iter().partition(|a| is_error_code(**a));
@@ -320,14 +331,9 @@ fn ptr_checks(
         Probe::NotAsked => return,
         Probe::Failed(e) => {
             let detail = format!("lookup failed: {e}");
-            out.push(check("no_ptr", w.no_ptr, false, detail.clone()));
-            out.push(check(
-                "ptr_unconfirmed",
-                w.ptr_unconfirmed,
-                false,
-                detail.clone(),
-            ));
-            out.push(check("ptr_dynamic", w.ptr_dynamic, false, detail));
+            out.push(failed("no_ptr", w.no_ptr, detail.clone()));
+            out.push(failed("ptr_unconfirmed", w.ptr_unconfirmed, detail.clone()));
+            out.push(failed("ptr_dynamic", w.ptr_dynamic, detail));
             return;
         }
         Probe::Answer(names) => names,
@@ -457,17 +463,21 @@ fn helo_checks(
             Some(a.to_canonical()) == subject.server_address.map(|s| s.to_canonical())
         });
     out.push(check("helo_ours", w.helo_ours, ours, helo));
+    helo_dns_checks(out, w, subject.ip, addrs);
+}
+
+/// What the HELO name's addresses say: none at all, or the client's among them.
+fn helo_dns_checks(out: &mut Vec<Check>, w: &Weights, ip: IpAddr, addrs: &Probe<Vec<IpAddr>>) {
     match addrs {
         Probe::NotAsked => {}
         Probe::Failed(e) => {
             let detail = format!("lookup failed: {e}");
-            out.push(check(
+            out.push(failed(
                 "helo_unresolvable",
                 w.helo_unresolvable,
-                false,
                 detail.clone(),
             ));
-            out.push(check("helo_is_client", w.helo_is_client, false, detail));
+            out.push(failed("helo_is_client", w.helo_is_client, detail));
         }
         Probe::Answer(found) => {
             let shown: Vec<String> = found.iter().map(|a| a.to_string()).collect();
@@ -476,15 +486,14 @@ fn helo_checks(
             } else {
                 shown.join(",")
             };
+            let unresolvable = found.is_empty();
             out.push(check(
                 "helo_unresolvable",
                 w.helo_unresolvable,
-                found.is_empty(),
+                unresolvable,
                 shown.clone(),
             ));
-            let client = found
-                .iter()
-                .any(|a| a.to_canonical() == subject.ip.to_canonical());
+            let client = found.iter().any(|a| a.to_canonical() == ip.to_canonical());
             out.push(check("helo_is_client", w.helo_is_client, client, shown));
         }
     }
@@ -493,10 +502,9 @@ fn helo_checks(
 fn sender_check(out: &mut Vec<Check>, w: &Weights, routable: &Probe<bool>) {
     match routable {
         Probe::NotAsked => {}
-        Probe::Failed(e) => out.push(check(
+        Probe::Failed(e) => out.push(failed(
             "sender_unroutable",
             w.sender_unroutable,
-            false,
             format!("lookup failed: {e}"),
         )),
         Probe::Answer(ok) => {
