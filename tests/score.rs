@@ -400,3 +400,34 @@ fn spf_and_scoring_share_one_dns_client() {
     assert!(asked.contains(&"PTR 10.2.0.192.in-addr.arpa".to_string()));
     assert_eq!(s.finish().0, 0);
 }
+
+/// IPv6 clients: listed by nibbles under the zone, confirmed through AAAA records.
+#[test]
+fn an_ipv6_client_is_looked_up_by_nibbles_and_confirmed_by_aaaa() {
+    let listed = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl1.test";
+    let dns = DnsServer::start(
+        Zone::new()
+            .ptr("2001:db8::1", "mail.v6.test")
+            .aaaa("mail.v6.test", "2001:db8::1")
+            .a(listed, "127.0.0.2")
+            .mx("v6.test", 10, "mail.v6.test"),
+    );
+    let t = TestDir::new("sc-v6");
+    let mut s = Session::start(&args(&t, &dns, &[]));
+    let reply = s.ask(&req(
+        "2001:db8::1",
+        "mail.v6.test",
+        "v@v6.test",
+        "a@example.net",
+        "m1",
+    ));
+    assert_eq!(reply, GREYLISTED);
+    assert_eq!(
+        decision_lines(&t, "2001:db8::1", 1),
+        ["action=greylist, reason=new, remaining=300, score=3, \
+          score_hits=dnsbl:bl1.test(4.5) helo_is_client(-1.5), client_name=unknown, \
+          client_address=2001:db8::1, sender=v@v6.test, recipient=a@example.net"]
+    );
+    assert!(dns.described_queries().contains(&format!("A {listed}")));
+    assert_eq!(s.finish().0, 0);
+}
