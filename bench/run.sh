@@ -75,6 +75,11 @@ NAMESERVER_PID=
 POSTGREY_DIR=
 # policyd-weight's configuration while its cache daemon may run (stopped by cleanup).
 POLW_CONF=
+# Subnets added to dnsmasq's auth-zone (",NET,NET..."): it then answers the reverse zones
+# of those networks authoritatively, also to queries without recursion (policyd-weight's).
+AUTH_SUBNETS=
+# A UDP syslog sink in the namespace, for policyd-weight.
+SYSLOG_SINK_PID=
 
 # ---------------------------------------------------------------------------------------
 # Policies. Each add_* function appends the driver arguments for one policy to POLICIES;
@@ -152,16 +157,15 @@ add_greyspf_score() {
 }
 
 # policyd-weight (Debian package) as spawn(8) would run it: no action, requests on stdin.
-# Open: in the namespace it spends seconds on some requests (its PTR queries go without
-# recursion and dnsmasq refuses them outside an auth-zone with subnets; after that, some
-# lookup still waits): its rows are not yet a fair comparison.
+# It logs through syslog over UDP to a sink in the namespace: when a log line cannot be
+# sent, it waits a second and writes an emergency log instead.
 # Its defaults, with the benchmark's lists for its DNSBL checks, the namespace's
 # nameserver, and syslog over UDP (nothing listens in the namespace; there is no /dev/log
 # to rely on). Its cache daemon's socket and lock go under the work directory.
 add_policyd_weight() {
     local program=/usr/sbin/policyd-weight
-    if [ ! -x "$program" ] || ! id polw >/dev/null 2>&1; then
-        note "policyd-weight is not installed ($program, user polw): its rows are skipped."
+    if [ ! -x "$program" ] || ! id polw >/dev/null 2>&1 || [ -z "$SYSLOG_SINK_PID" ]; then
+        note "policyd-weight rows skipped: they need $program, its user polw and socat."
         return 0
     fi
     # Its lock directory must not be writable by others; run as root, it works as its
@@ -236,6 +240,11 @@ POLW_AS="setpriv --reuid=polw --regid=polw --clear-groups"
 
 # Undoes what the SPF, scoring and postgrey parts set up; run on every exit.
 cleanup() {
+    if [ -n "$SYSLOG_SINK_PID" ]; then
+        kill "$SYSLOG_SINK_PID" 2>/dev/null || true
+        wait "$SYSLOG_SINK_PID" 2>/dev/null || true
+        SYSLOG_SINK_PID=
+    fi
     if [ -n "$POLW_CONF" ]; then
         # -k stops the cache daemon that the first policyd-weight process started.
         $POLW_AS /usr/sbin/policyd-weight -f "$POLW_CONF" -k >/dev/null 2>&1 || true
@@ -304,7 +313,7 @@ start_netns() {
     else
         # dnsmasq: no upstream, no hosts file; txt-record and host-record lines.
         printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
-            auth-server=ns.bench.example,127.0.0.1 auth-zone=example \
+            auth-server=ns.bench.example,127.0.0.1 "auth-zone=example$AUTH_SUBNETS" \
             auth-soa=1,hostmaster.bench.example,1200,120,604800 auth-ttl=300 \
             local=/example/ local=/in-addr.arpa/ local=/ip6.arpa/ local-ttl=300 pid-file= \
             "log-facility=$WORK/dnsmasq.log" \
@@ -466,7 +475,13 @@ score_tables() {
     python3 bench/gen_requests.py --seed "$SEED" --requests "$SCORE_REQUESTS" \
         --spf-domains "$WORK/spf.domains" >"$WORK/score.txt"
     python3 bench/score_zone.py --seed "$SEED" --requests "$WORK/score.txt" >>"$WORK/spf.zone"
+    AUTH_SUBNETS=,10.0.0.0/8,2001:db8::/32,127.0.0.0/8
     start_netns dnsmasq || return 0
+    AUTH_SUBNETS=
+    if command -v socat >/dev/null; then
+        ip netns exec "$NETNS" socat -u UDP-RECV:514,bind=127.0.0.1 OPEN:/dev/null &
+        SYSLOG_SINK_PID=$!
+    fi
     note "Scoring stream: $SCORE_REQUESTS requests (seed $SEED) of the SPF stream's kind; per \
 client (bench/score_zone.py) half servers with forward-confirmed reverse DNS, a fifth dynamic-looking, \
 the rest without reverse DNS; 10 % on bl1, 5 % on bl2, 5 % on the allow list wl. One dnsmasq \
@@ -539,7 +554,8 @@ main() {
     WORK=$(cd "$WORK" && pwd)
     # Started by root, greyspf's keeper and policyd-weight work as their own users, which
     # must reach their directories in here.
-    chmod 711 "$WORK"
+    mkdir "$WORK/state"
+    chmod 711 "$WORK" "$WORK/state"
     : >"$WORK/empty.conf"
     REPORT=$OUT/report.md
     : >"$REPORT"
