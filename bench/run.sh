@@ -7,14 +7,15 @@
 #
 #   bench/run.sh                       everything, with the defaults below
 #   RUNS=10 REQUESTS=50000 bench/run.sh
-#   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, postgrey, redis)
+#   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, score, postgrey, redis)
 #
 # Settings (environment): REQUESTS (requests per stream, 20000), RUNS (measured runs per
 # policy, 5), WARMUP (1), SPAWNS (start-ups measured per policy, 200), CONCURRENCY (levels,
 # "1,4,16,64"), SEED (1), OUT (where results go, target/bench), PROFILE (release; debug
 # only to try the script quickly: debug figures mean nothing), ONLY (comma list of parts,
 # "all"), SPF_REQUESTS (requests in the SPF stream, 10000), SPF_DOMAINS (1000),
-# POSTGREY_REQUESTS (requests of the greylisting stream given to postgrey, 5000), PIN (a
+# POSTGREY_REQUESTS (requests of the greylisting stream given to postgrey, 5000),
+# SCORE_REQUESTS (requests of the scoring stream, 5000), PIN (a
 # CPU number: run the one-stream and start-up tables, every policy, its helpers and the
 # nameserver on that one CPU; unset: no pinning), NAMESERVERS (the SPF tables are made once
 # per nameserver listed and installed, "nsd dnsmasq"), SQLGREY_REQUESTS (requests of the
@@ -30,8 +31,9 @@
 #
 # The comparisons run when their programs are installed and are skipped with a message
 # otherwise: postfix-policyd-spf-python and postfix-policyd-spf-perl (Debian packages) on the
-# SPF stream, postgrey and socat on the greylisting stream, redis-server (for store = redis),
-# and sqlgrey with socat, sqlite3 and libdbd-sqlite3-perl. The SPF part needs root, ip
+# SPF stream, policyd-weight on the scoring stream, postgrey and socat on the greylisting
+# stream, redis-server (for store = redis), and sqlgrey with socat, sqlite3 and
+# libdbd-sqlite3-perl. The SPF and scoring parts need root, ip
 # netns and nsd or dnsmasq (packages nsd, dnsmasq-base): every SPF policy runs in a private
 # network namespace whose only nameserver, on its loopback, serves the generated zone, so
 # greyspf (dns_server=) and the programs that use the system resolver (a resolv.conf
@@ -58,6 +60,7 @@ PIN=${PIN:-}
 SPF_REQUESTS=${SPF_REQUESTS:-10000}
 SPF_DOMAINS=${SPF_DOMAINS:-1000}
 POSTGREY_REQUESTS=${POSTGREY_REQUESTS:-5000}
+SCORE_REQUESTS=${SCORE_REQUESTS:-5000}
 # The nameservers the SPF tables run against, one set of tables each, when installed.
 NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
 SQLGREY_REQUESTS=${SQLGREY_REQUESTS:-5000}
@@ -77,6 +80,13 @@ REDIS_PID=
 REDIS_PORT=
 SQLGREY_DIR=
 SQLGREY_PID=
+# policyd-weight's configuration while its cache daemon may run (stopped by cleanup).
+POLW_CONF=
+# Subnets added to dnsmasq's auth-zone (",NET,NET..."): it then answers the reverse zones
+# of those networks authoritatively, also to queries without recursion (policyd-weight's).
+AUTH_SUBNETS=
+# A UDP syslog sink in the namespace, for policyd-weight.
+SYSLOG_SINK_PID=
 
 # ---------------------------------------------------------------------------------------
 # Policies. Each add_* function appends the driver arguments for one policy to POLICIES;
@@ -138,6 +148,57 @@ add_greyspf_spf() {
     fi
 }
 
+# greyspf with reputation scoring, SPF and greylisting in one decision (greylist_delay=0),
+# against the namespace's nameserver and the lists of bench/score_zone.py. $1: row name;
+# $2: state directory; $3: "prepare" to start the keeper before each run, as above.
+add_greyspf_score() {
+    local name=$1 state=$2 command
+    command=$(greyspf_command "$state" spf_enable=yes dns_server=127.0.0.1:53 \
+        greylist_delay=0 score_enable=yes score_rhsbl= \
+        score_dnsbl=bl1.bench.example=4.5,bl2.bench.example=3.5,wl.bench.example=-5)
+    POLICIES+=(--policy "$name=$command")
+    if [ "${3:-}" = prepare ]; then
+        POLICIES+=(--prepare "$name=$command check --client-address 192.0.2.1 \
+--sender prepare@bench.invalid --recipient prepare@bench.invalid")
+    fi
+}
+
+# policyd-weight (Debian package) as spawn(8) would run it: no action, requests on stdin.
+# It logs through syslog over UDP to a sink in the namespace: when a log line cannot be
+# sent, it waits a second and writes an emergency log instead.
+# Its defaults, with the benchmark's lists for its DNSBL checks, the namespace's
+# nameserver, and syslog over UDP (nothing listens in the namespace; there is no /dev/log
+# to rely on). Its cache daemon's socket and lock go under the work directory.
+add_policyd_weight() {
+    local program=/usr/sbin/policyd-weight
+    if [ ! -x "$program" ] || ! id polw >/dev/null 2>&1 || [ -z "$SYSLOG_SINK_PID" ]; then
+        note "policyd-weight rows skipped: they need $program, its user polw and socat."
+        return 0
+    fi
+    # Its lock directory must not be writable by others; run as root, it works as its
+    # user polw (created by the package).
+    # The directories its daemon mode would make: the cache daemon that a spawned
+    # policyd-weight starts works in cores/cache, and without it each request waits.
+    mkdir -p "$WORK/polw/cores/cache" "$WORK/polw/cores/master"
+    chmod -R 755 "$WORK/polw"
+    chown -R polw: "$WORK/polw"
+    cat >"$WORK/policyd-weight.conf" <<CONF
+\$syslog_socktype = 'udp';
+\$NS = '127.0.0.1';
+\$LOCKPATH = '$WORK/polw/';
+\$SPATH = \$LOCKPATH.'/polw.sock';
+@dnsbl_score = (
+    'bl1.bench.example', 4.5, 0, 'BL1',
+    'bl2.bench.example', 3.5, 0, 'BL2',
+);
+@rhsbl_score = ();
+CONF
+    # As its own user, as master.cf's user=polw would run it: as root it refuses to start
+    # its cache daemon, and pays a second for each try.
+    POLW_CONF=$WORK/policyd-weight.conf
+    POLICIES+=(--policy "policyd-weight=$POLW_AS $program -f $POLW_CONF")
+}
+
 # postfix-policyd-spf-python with the configuration its Debian package installs, written
 # out here so that local edits of the system's copy do not change the figures.
 add_policyd_spf_python() {
@@ -181,8 +242,21 @@ want() {
     [ "$ONLY" = all ] || [[ ",$ONLY," == *",$1,"* ]]
 }
 
-# Undoes what the SPF and postgrey parts set up; run on every exit.
+# Runs a command as policyd-weight's user.
+POLW_AS="setpriv --reuid=polw --regid=polw --clear-groups"
+
+# Undoes what the SPF, scoring and postgrey parts set up; run on every exit.
 cleanup() {
+    if [ -n "$SYSLOG_SINK_PID" ]; then
+        kill "$SYSLOG_SINK_PID" 2>/dev/null || true
+        wait "$SYSLOG_SINK_PID" 2>/dev/null || true
+        SYSLOG_SINK_PID=
+    fi
+    if [ -n "$POLW_CONF" ]; then
+        # -k stops the cache daemon that the first policyd-weight process started.
+        $POLW_AS /usr/sbin/policyd-weight -f "$POLW_CONF" -k >/dev/null 2>&1 || true
+        POLW_CONF=
+    fi
     if [ -n "$NAMESERVER_PID" ]; then
         kill "$NAMESERVER_PID" 2>/dev/null || true
         wait "$NAMESERVER_PID" 2>/dev/null || true
@@ -257,9 +331,10 @@ start_netns() {
     else
         # dnsmasq: no upstream, no hosts file; txt-record and host-record lines.
         printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
-            auth-server=ns.bench.example,127.0.0.1 auth-zone=example \
+            auth-server=ns.bench.example,127.0.0.1 "auth-zone=example$AUTH_SUBNETS" \
             auth-soa=1,hostmaster.bench.example,1200,120,604800 auth-ttl=300 \
-            local=/example/ local-ttl=300 pid-file= "log-facility=$WORK/dnsmasq.log" \
+            local=/example/ local=/in-addr.arpa/ local=/ip6.arpa/ local-ttl=300 pid-file= \
+            "log-facility=$WORK/dnsmasq.log" \
             "conf-file=$WORK/spf.zone" >"$WORK/dnsmasq.conf"
         ip netns exec "$NETNS" "${pin[@]}" dnsmasq --keep-in-foreground \
             --conf-file="$WORK/dnsmasq.conf" &
@@ -403,6 +478,50 @@ authoritatively (record TTL 300 s, negative TTL 300 s)."
     add_null
     table "SPF start-up ($server): spawn to first reply on the SPF stream, $SPAWNS processes (+$WARMUP warm-up)" \
         "spf-spawn$suffix.json" --requests "$WORK/spf.txt" --first-reply-only "$SPAWNS" \
+        --warmup "$WARMUP" "${POLICIES[@]}"
+    IN_NETNS=()
+    cleanup
+}
+
+# Reputation scoring: greyspf with scoring, SPF and greylisting against greyspf with SPF and
+# greylisting alone, policyd-weight and the do-nothing policy, on the SPF stream's kind of
+# requests with reverse DNS, HELO addresses, MX records and list entries for their clients
+# (bench/score_zone.py). dnsmasq only: the records span the reverse zones as well.
+score_tables() {
+    python3 bench/spf_zone.py --seed "$SEED" --domains "$SPF_DOMAINS" \
+        --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone"
+    python3 bench/gen_requests.py --seed "$SEED" --requests "$SCORE_REQUESTS" \
+        --spf-domains "$WORK/spf.domains" >"$WORK/score.txt"
+    python3 bench/score_zone.py --seed "$SEED" --requests "$WORK/score.txt" >>"$WORK/spf.zone"
+    AUTH_SUBNETS=,10.0.0.0/8,2001:db8::/32,127.0.0.0/8
+    start_netns dnsmasq || return 0
+    AUTH_SUBNETS=
+    if command -v socat >/dev/null; then
+        ip netns exec "$NETNS" socat -u UDP-RECV:514,bind=127.0.0.1 OPEN:/dev/null &
+        SYSLOG_SINK_PID=$!
+    fi
+    note "Scoring stream: $SCORE_REQUESTS requests (seed $SEED) of the SPF stream's kind; per \
+client (bench/score_zone.py) half servers with forward-confirmed reverse DNS, a fifth dynamic-looking, \
+the rest without reverse DNS; 10 % on bl1, 5 % on bl2, 5 % on the allow list wl. One dnsmasq \
+on the loopback of a private network namespace answers every policy."
+    IN_NETNS=(ip netns exec "$NETNS")
+
+    POLICIES=()
+    add_greyspf_score greyspf-score "$WORK/state/score-{run}" prepare
+    add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf-{run}" greylist prepare
+    add_policyd_weight
+    add_null
+    table "Scoring stream (dnsmasq), one process, $RUNS runs (+$WARMUP warm-up), interleaved" \
+        score-stream.json --requests "$WORK/score.txt" --runs "$RUNS" --warmup "$WARMUP" \
+        "${POLICIES[@]}"
+
+    POLICIES=()
+    add_greyspf_score greyspf-score "$WORK/state/score-spawn"
+    add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf-spawn" greylist
+    add_policyd_weight
+    add_null
+    table "Scoring start-up (dnsmasq): spawn to first reply, $SPAWNS processes (+$WARMUP warm-up)" \
+        score-spawn.json --requests "$WORK/score.txt" --first-reply-only "$SPAWNS" \
         --warmup "$WARMUP" "${POLICIES[@]}"
     IN_NETNS=()
     cleanup
@@ -630,11 +749,10 @@ main() {
     rm -rf "$OUT"/work.*
     WORK=$(mktemp -d "$OUT/work.XXXXXX")
     WORK=$(cd "$WORK" && pwd)
-    # Run as root, greyspf gives a state directory it creates to its service user (greyspf,
-    # when that user exists) and its keeper runs as that user: it must reach the state
-    # directories. (greyspf creates missing parents mode 0700, so they are made here.)
-    mkdir -p "$WORK/state"
-    chmod 755 "$WORK" "$WORK/state"
+    # Started by root, greyspf's keeper and policyd-weight work as their own users, which
+    # must reach their directories in here.
+    mkdir "$WORK/state"
+    chmod 711 "$WORK" "$WORK/state"
     : >"$WORK/empty.conf"
     REPORT=$OUT/report.md
     : >"$REPORT"
@@ -645,6 +763,7 @@ main() {
     trap 'exit 130' INT TERM
     want greylist && greylist_tables
     want spf && spf_tables
+    want score && score_tables
     want postgrey && postgrey_tables
     want redis && redis_tables
 

@@ -5,7 +5,9 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -15,12 +17,14 @@ use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
 use crate::config::StoreEngine;
 use crate::config::{Config, KEYS, Sources};
 use crate::date::now_ms;
+use crate::dns::{DnsSettings, SharedDns};
 use crate::greylist::Greylister;
 use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
 use crate::logging;
 use crate::policy::{self, Action, Context, MessageState, PolicySettings};
 use crate::protocol::Request;
+use crate::score::{LazyScore, Score, ScoreSettings, Weights};
 use crate::server::ServerSettings;
 use crate::server::daemon::{DaemonSettings, Reload, Runtime, Start, StoreFactory};
 use crate::server::postscreen::PostscreenSettings;
@@ -242,6 +246,54 @@ pub fn policy_settings(cfg: &Config) -> PolicySettings {
         greylist_header: cfg.greylist_header,
         timers: timers(cfg),
         store_failure_action: Action::parse(&cfg.store_failure_action),
+        score: cfg.score_enable.then(|| score_settings(cfg)),
+        score_reject_action: cfg.score_reject_action.clone(),
+        score_reject_text: cfg.score_reject_text.clone(),
+        score_header: cfg.score_header,
+    }
+}
+
+/// Reputation scoring's part of the configuration.
+pub fn score_settings(cfg: &Config) -> ScoreSettings {
+    ScoreSettings {
+        dnsbl: cfg.score_dnsbl.clone(),
+        rhsbl: cfg.score_rhsbl.clone(),
+        weights: Weights {
+            no_ptr: cfg.score_no_ptr,
+            ptr_unconfirmed: cfg.score_ptr_unconfirmed,
+            ptr_dynamic: cfg.score_ptr_dynamic,
+            helo_literal: cfg.score_helo_literal,
+            helo_not_fqdn: cfg.score_helo_not_fqdn,
+            helo_unresolvable: cfg.score_helo_unresolvable,
+            helo_is_client: cfg.score_helo_is_client,
+            helo_ours: cfg.score_helo_ours,
+            sender_unroutable: cfg.score_sender_unroutable,
+            spf_pass: cfg.score_spf_pass,
+            spf_fail: cfg.score_spf_fail,
+            spf_softfail: cfg.score_spf_softfail,
+        },
+        // Checked when the configuration was loaded with scoring on.
+        dynamic_patterns: crate::score::parse_patterns(&cfg.score_dynamic_patterns.join(" "))
+            .unwrap_or_default(),
+        greylist_threshold: cfg.score_greylist_threshold,
+        reject_threshold: cfg.score_reject_threshold,
+        timeout: cfg.score_timeout,
+        hostname: cfg.hostname.clone(),
+    }
+}
+
+/// The one DNS client of a process, shared by SPF and scoring: its per-try timeout follows
+/// the longer of their deadlines.
+pub fn dns_settings(cfg: &Config) -> DnsSettings {
+    let scoring = if cfg.score_enable {
+        cfg.score_timeout
+    } else {
+        Duration::ZERO
+    };
+    DnsSettings {
+        server: cfg.dns_server,
+        retransmit: cfg.dns_retransmit,
+        deadline: cfg.spf_timeout.max(scoring),
     }
 }
 
@@ -262,6 +314,7 @@ pub fn server_settings(cfg: &Config) -> ServerSettings {
     ServerSettings {
         policy: policy_settings(cfg),
         spf: cfg.spf_enable.then(|| spf_settings(cfg)),
+        dns: dns_settings(cfg),
         whitelist_clients: cfg.whitelist_clients.clone(),
         whitelist_recipients: cfg.whitelist_recipients.clone(),
     }
@@ -509,7 +562,9 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let spf = crate::spf::LazySpf::new(spf_settings(cfg));
+    let dns = Rc::new(SharedDns::new(dns_settings(cfg)));
+    let spf = crate::spf::LazySpf::shared(spf_settings(cfg), Rc::clone(&dns));
+    let score = LazyScore::new(score_settings(cfg), dns);
     let mut out = std::io::stdout().lock();
     // The SPF results are shown from a separate evaluation so that the administrator sees
     // every identity, even when the decision stopped at the first.
@@ -537,10 +592,15 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
     }
     let spf_ref: Option<&dyn crate::spf::Spf> =
         cfg.spf_enable.then_some(&spf as &dyn crate::spf::Spf);
+    let score_ref: Option<&dyn Score> = cfg.score_enable.then_some(&score as &dyn Score);
+    if let Some(score) = score_ref {
+        print_score(&mut out, cfg, &req, spf_ref, score);
+    }
     let mut cx = Context {
         whitelists: &wl,
         store: store.as_mut(),
         spf: spf_ref,
+        score: score_ref,
         now_ms: now_ms(),
     };
     let d = policy::decide(
@@ -557,4 +617,50 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         let _ = writeln!(out, "store_error={e}");
     }
     EXIT_OK
+}
+
+/// `check` with scoring on: every check with its weight and what it saw, then the total.
+/// The decision after it scores again (from the DNS client's cache, within the TTLs).
+fn print_score(
+    out: &mut impl Write,
+    cfg: &Config,
+    req: &Request,
+    spf: Option<&dyn crate::spf::Spf>,
+    score: &dyn Score,
+) {
+    let Ok(ip) = req.client_address.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    let spf_result = spf.and_then(|spf| {
+        if req.sender.is_empty() {
+            spf.null_sender(ip, &req.helo_name).map(|o| o.result)
+        } else {
+            Some(spf.mail_from(ip, &req.helo_name, &req.sender).result)
+        }
+    });
+    let subject = crate::score::Subject {
+        ip,
+        helo: &req.helo_name,
+        sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
+        server_address: None,
+        spf: spf_result,
+    };
+    let settings = score_settings(cfg);
+    let scored = crate::score::evaluate(&settings, &subject, &score.facts(&subject));
+    for c in &scored.checks {
+        let _ = writeln!(
+            out,
+            "score_check={} weight={} hit={} detail=\"{}\"",
+            c.name,
+            crate::score::Weight(c.weight),
+            if c.hit { "yes" } else { "no" },
+            c.detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "score={} outcome={}",
+        crate::score::Weight(scored.total),
+        scored.level.as_str()
+    );
 }

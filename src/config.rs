@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::{self, Network};
+use crate::score::{self, ListZone};
 use crate::server::daemon::Endpoint;
 use crate::spf::{HeaderKind, SpfResult};
 use crate::store::redis::RedisUrl;
@@ -140,11 +141,58 @@ keys! {
     spf_timeout: Duration = "10s", "time", parse_duration,
         "Time limit of the check of one identity.";
     dns_server: Option<SocketAddr> = "", "address", optional_server,
-        "The DNS server for SPF lookups; empty: the system's.";
+        "The DNS server for SPF and scoring lookups; empty: the system's.";
     dns_retransmit: Duration = "400ms", "time", positive_duration,
         "How long a DNS query waits before it is sent again (doubling each time).";
     spf_skip_networks: Vec<Network> = "", "networks", net::parse_list,
         "Clients whose SPF is not checked; empty: trusted_networks.";
+    score_enable: bool = "no", "boolean", parse_bool,
+        "Reputation scoring decides who is greylisted, and rejects the worst.";
+    score_dnsbl: Vec<ListZone> = "zen.spamhaus.org=127.0.0.2:4.5,127.0.0.3:4.5,127.0.0.4:4.5,127.0.0.9:4.5,127.0.0.10:2.5,127.0.0.11:2.5 bl.spamcop.net=3.5 list.dnswl.org=-5",
+        "zone list", score::parse_zones,
+        "DNS lists of client addresses and their weights (negative: allow lists).";
+    score_rhsbl: Vec<ListZone> = "dbl.spamhaus.org=3.5", "zone list", score::parse_zones,
+        "DNS lists of domains, for the sender domain and the HELO name.";
+    score_no_ptr: f64 = "2.5", "weight", score::parse_weight,
+        "The client address has no PTR record.";
+    score_ptr_unconfirmed: f64 = "1.5", "weight", score::parse_weight,
+        "No PTR name of the client resolves back to its address.";
+    score_ptr_dynamic: f64 = "2.5", "weight", score::parse_weight,
+        "A PTR name looks like a dynamic address pool's.";
+    score_dynamic_patterns: Vec<String> =
+        "(^|[.-])(dyn|dynamic|dsl|adsl|vdsl|xdsl|pool|cable|dhcp|dial|dialup|ppp|pppoe|broadband|cust|customer|cpe)([0-9.-]|$)",
+        "patterns", pattern_list,
+        "Regular expressions of dynamic-looking host names.";
+    score_helo_literal: f64 = "2.5", "weight", score::parse_weight,
+        "The HELO is an address or address literal.";
+    score_helo_not_fqdn: f64 = "1.5", "weight", score::parse_weight,
+        "The HELO is not a fully qualified domain name.";
+    score_helo_unresolvable: f64 = "1.5", "weight", score::parse_weight,
+        "The HELO name has no address.";
+    score_helo_is_client: f64 = "-1.5", "weight", score::parse_weight,
+        "The HELO name resolves to the client address.";
+    score_helo_ours: f64 = "4", "weight", score::parse_weight,
+        "The HELO claims this host's name or address.";
+    score_sender_unroutable: f64 = "2.5", "weight", score::parse_weight,
+        "The sender domain has no MX and no A record.";
+    score_spf_pass: f64 = "-1.5", "weight", score::parse_weight,
+        "SPF pass for the message.";
+    score_spf_fail: f64 = "3", "weight", score::parse_weight,
+        "SPF fail for the message (when it does not reject).";
+    score_spf_softfail: f64 = "1.5", "weight", score::parse_weight,
+        "SPF softfail for the message.";
+    score_greylist_threshold: f64 = "2", "number", score::parse_weight,
+        "Totals from here up are greylisted; below, the message is not.";
+    score_reject_threshold: f64 = "8", "number", score::parse_weight,
+        "Totals from here up are rejected.";
+    score_reject_action: String = "550 5.7.1", "action", text,
+        "The reply to a message at or above the reject threshold, before its text.";
+    score_reject_text: String = "Rejected for poor reputation of %i (score %s: %h)", "text",
+        non_empty, "The text of the score reply; %s score, %h hits, %i client address.";
+    score_timeout: Duration = "5s", "time", positive_duration,
+        "One deadline for all DNS lookups of one evaluation.";
+    score_header: bool = "no", "boolean", parse_bool,
+        "Add X-Greyspf-Score with the score and hits to messages that are not rejected.";
     store: StoreEngine = "sled", "keyword", |v: &str| v.parse::<StoreEngine>(),
         "The store engine: sled (embedded, one host) or redis (shared by several hosts).";
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0", "URL", |v: &str| v.parse::<RedisUrl>(),
@@ -470,7 +518,31 @@ fn effective_value(c: &Config, raw: &Raw, key: &str) -> String {
 fn check_together(c: &Config, raw: &Raw) -> Result<(), ConfigError> {
     // The greylist reply is action + text: check the combination, which is what smtpd sees.
     validate_action(&format!("{} {}", c.greylist_action, c.greylist_text))
-        .map_err(|m| invalid(raw.get("greylist_action").1, "greylist_action", m))
+        .map_err(|m| invalid(raw.get("greylist_action").1, "greylist_action", m))?;
+    validate_action(&format!(
+        "{} {}",
+        c.score_reject_action, c.score_reject_text
+    ))
+    .map_err(|m| invalid(raw.get("score_reject_action").1, "score_reject_action", m))?;
+    // Compiled only when scoring is on: a compiled pattern costs an instance about a
+    // megabyte that it has no use for otherwise.
+    if c.score_enable {
+        score::parse_patterns(&c.score_dynamic_patterns.join(" ")).map_err(|m| {
+            invalid(
+                raw.get("score_dynamic_patterns").1,
+                "score_dynamic_patterns",
+                m,
+            )
+        })?;
+    }
+    if c.score_reject_threshold <= c.score_greylist_threshold {
+        return Err(invalid(
+            raw.get("score_reject_threshold").1,
+            "score_reject_threshold",
+            "must be above score_greylist_threshold",
+        ));
+    }
+    Ok(())
 }
 
 fn absolute_path(v: &str) -> Result<PathBuf, String> {
@@ -555,6 +627,10 @@ fn optional_secret_path(v: &str) -> Result<PathBuf, String> {
     } else {
         absolute_path(v)
     }
+}
+
+fn pattern_list(v: &str) -> Result<Vec<String>, String> {
+    Ok(v.split_whitespace().map(str::to_string).collect())
 }
 
 fn paths(v: &str) -> Result<Vec<PathBuf>, String> {
@@ -682,6 +758,35 @@ mod tests {
         assert_eq!(c.spf_skip_networks, c.trusted_networks);
         assert!(c.render().contains("spf_authserv_id = mx.example.net\n"));
         assert_eq!(c.effective.len(), KEYS.len());
+    }
+
+    #[test]
+    fn score_keys_are_checked() {
+        // A bad pattern matters only when scoring is on.
+        assert!(load_text("score_dynamic_patterns = (\n", &[]).is_ok());
+        let e = load_text("score_enable = yes\nscore_dynamic_patterns = (\n", &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("test.conf:2: score_dynamic_patterns: bad pattern \"(\""),
+            "{e}"
+        );
+        let e = load_text("score_reject_threshold = 2\n", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.conf:1: score_reject_threshold: must be above score_greylist_threshold"
+        );
+        let e = load_text("score_dnsbl = zen.example\n", &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.conf:1: score_dnsbl: expected zone=weight, got \"zen.example\""
+        );
+        let e = load_text("", &["score_reject_action=MAYBE"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-o score_reject_action=MAYBE: score_reject_action: unknown action \"MAYBE\""
+        );
+        let c = load_text("score_no_ptr = 0\nscore_helo_is_client = -2.25\n", &[]).unwrap();
+        assert_eq!((c.score_no_ptr, c.score_helo_is_client), (0.0, -2.25));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod net;
 pub mod policy;
 pub mod protocol;
+pub mod score;
 pub mod server;
 pub mod spf;
 pub mod store;

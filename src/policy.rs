@@ -12,6 +12,7 @@ use crate::greylist::whitelist::Whitelists;
 use crate::greylist::{GreyQuery, Greylister};
 use crate::net::{self, Network};
 use crate::protocol::Request;
+use crate::score::{self, Level, Score, ScoreSettings, Scored, Subject, Weight};
 use crate::spf::{Identity, Spf, SpfOutcome, SpfResult};
 
 /// What the pipeline needs of the configuration; the composition root builds it.
@@ -37,6 +38,11 @@ pub struct PolicySettings {
     pub greylist_header: bool,
     pub timers: Timers,
     pub store_failure_action: Action,
+    /// None when reputation scoring is off.
+    pub score: Option<ScoreSettings>,
+    pub score_reject_action: String,
+    pub score_reject_text: String,
+    pub score_header: bool,
 }
 
 /// The reply to one request.
@@ -77,9 +83,12 @@ pub struct MessageState {
     instance: String,
     xgreylist_sent: bool,
     spf: Option<SpfEval>,
-    /// A header that was due while the reply carried another one; it goes out with the
-    /// next recipient or the DATA request of the same message.
-    pending_header: Option<String>,
+    /// The message's reputation score, made once and reused for its other recipients.
+    score: Option<Scored>,
+    score_header_sent: bool,
+    /// Headers that were due while the reply carried another one; they go out with the
+    /// next recipients or the DATA request of the same message, one per reply.
+    pending_headers: Vec<String>,
 }
 
 impl MessageState {
@@ -90,7 +99,9 @@ impl MessageState {
             self.instance.push_str(instance);
             self.xgreylist_sent = false;
             self.spf = None;
-            self.pending_header = None;
+            self.score = None;
+            self.score_header_sent = false;
+            self.pending_headers.clear();
         }
     }
 }
@@ -113,6 +124,14 @@ impl SpfEval {
             .as_ref()
             .filter(|o| o.result == SpfResult::Pass)
             .map(|o| o.domain.as_str())
+    }
+
+    /// The result that speaks for the message: MAIL FROM's, or HELO's for the null sender.
+    fn message_result(&self) -> Option<SpfResult> {
+        self.mail_from
+            .as_ref()
+            .or(self.helo.as_ref())
+            .map(|o| o.result)
     }
 
     fn log_fields(&self, fields: &mut Vec<(&'static str, String)>) {
@@ -169,6 +188,8 @@ pub struct Context<'a> {
     pub whitelists: &'a Whitelists,
     pub store: &'a mut dyn Greylister,
     pub spf: Option<&'a dyn Spf>,
+    /// The DNS facts of reputation scoring; None when scoring is off.
+    pub score: Option<&'a dyn Score>,
     pub now_ms: u64,
 }
 
@@ -192,15 +213,32 @@ pub fn decide(
         return Decision::quiet(Action::Dunno);
     }
     let mut spf_eval = spf_step(req, s, cx, ip, msg);
-    let mut out = match spf_eval.as_ref().and_then(|e| e.verdict.clone()) {
-        Some((reply, kind)) => Verdicted::new(reply, kind, "spf"),
-        None => greylist_step(req, s, cx, ip, spf_eval.as_ref(), msg),
+    let spf_verdict = spf_eval.as_ref().and_then(|e| e.verdict.clone());
+    // An SPF reject or defer stands whatever the score: no lookups for it.
+    let scored = match spf_verdict {
+        None => score_step(req, s, cx, ip, spf_eval.as_ref(), msg),
+        Some(_) => None,
     };
-    attach_header(&mut out, spf_eval.as_mut(), msg);
+    let mut out = match spf_verdict {
+        Some((reply, kind)) => Verdicted::new(reply, kind, "spf"),
+        None => match scored
+            .as_ref()
+            .and_then(|sc| score_verdict(req, s, cx, ip, sc))
+        {
+            Some(v) => v,
+            None => greylist_step(req, s, cx, ip, spf_eval.as_ref(), msg),
+        },
+    };
+    let score_header = scored.as_ref().and_then(|sc| score_header(s, sc, msg));
+    attach_header(&mut out, spf_eval.as_mut(), score_header, msg);
     if let Some(e) = &spf_eval {
         e.log_fields(&mut out.fields);
     }
+    if let Some(sc) = &scored {
+        score_log_fields(sc, &mut out.fields);
+    }
     msg.spf = spf_eval;
+    msg.score = scored;
     finish(req, s, out)
 }
 
@@ -210,9 +248,9 @@ fn other_state(req: &Request, msg: &mut MessageState) -> Action {
     if req.protocol_state.eq_ignore_ascii_case("DATA")
         && !req.instance.is_empty()
         && req.instance == msg.instance
-        && let Some(h) = msg.pending_header.take()
+        && !msg.pending_headers.is_empty()
     {
-        return Action::Prepend(h);
+        return Action::Prepend(msg.pending_headers.remove(0));
     }
     Action::Dunno
 }
@@ -312,6 +350,106 @@ fn evaluate_spf(
         mail_from,
         verdict,
         header,
+    }
+}
+
+/// The message's reputation score, made on its first checked request from the DNS facts
+/// and the SPF result already known; taken out of the message state like SPF's.
+fn score_step(
+    req: &Request,
+    s: &PolicySettings,
+    cx: &mut Context<'_>,
+    ip: Option<IpAddr>,
+    spf: Option<&SpfEval>,
+    msg: &mut MessageState,
+) -> Option<Scored> {
+    // A whitelisted client is let through anyway: its address is not sent to the lists.
+    if let (Some(settings), Some(score), Some(ip)) = (&s.score, cx.score, ip)
+        && msg.score.is_none()
+        && !cx.whitelists.client_listed(Some(ip), &req.client_name)
+    {
+        let subject = Subject {
+            ip,
+            helo: &req.helo_name,
+            sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
+            server_address: req.server_address.parse().ok(),
+            spf: spf.and_then(SpfEval::message_result),
+        };
+        let facts = score.facts(&subject);
+        let scored = score::evaluate(settings, &subject, &facts);
+        cx.store.count(&format!("score_{}", scored.level.as_str()));
+        msg.score = Some(scored);
+    }
+    msg.score.take()
+}
+
+/// What the score decides by itself: no greylisting below the greylisting threshold, the
+/// configured reply at or above the reject threshold (except for whitelisted clients and
+/// recipients, which greylisting then lets through); None to greylist as usual.
+fn score_verdict(
+    req: &Request,
+    s: &PolicySettings,
+    cx: &mut Context<'_>,
+    ip: Option<IpAddr>,
+    sc: &Scored,
+) -> Option<Verdicted> {
+    match sc.level {
+        Level::Greylist => None,
+        Level::Pass => Some(Verdicted::new(Action::Dunno, "pass", "score")),
+        Level::Reject
+            if cx.whitelists.recipient_listed(&req.recipient)
+                || cx.whitelists.client_listed(ip, &req.client_name) =>
+        {
+            None
+        }
+        Level::Reject => {
+            let text = s
+                .score_reject_text
+                .replace("%s", &Weight(sc.total).to_string())
+                .replace("%h", &sc.hit_list())
+                .replace("%i", &req.client_address);
+            let action = s.score_reject_action.trim();
+            let kind =
+                if action.starts_with('4') || action.to_ascii_uppercase().starts_with("DEFER") {
+                    "defer"
+                } else {
+                    "reject"
+                };
+            Some(Verdicted::new(
+                Action::Reply(format!("{action} {text}")),
+                kind,
+                "score",
+            ))
+        }
+    }
+}
+
+/// The score header, once per message, when configured.
+fn score_header(s: &PolicySettings, sc: &Scored, msg: &mut MessageState) -> Option<String> {
+    if !s.score_header || msg.score_header_sent {
+        return None;
+    }
+    msg.score_header_sent = true;
+    let hits = sc.hit_list();
+    let hits = if hits.is_empty() { "none".into() } else { hits };
+    Some(format!(
+        "X-Greyspf-Score: {} ({}) hits={hits}; greyspf-{} at {}",
+        Weight(sc.total),
+        sc.level.as_str(),
+        crate::VERSION,
+        s.hostname
+    ))
+}
+
+fn score_log_fields(sc: &Scored, fields: &mut Vec<(&'static str, String)>) {
+    fields.push(("score", Weight(sc.total).to_string()));
+    let hits = sc.hit_list();
+    if !hits.is_empty() {
+        fields.push(("score_hits", hits));
+    }
+    let failed = sc.failed_list();
+    if !failed.is_empty() {
+        fields.push(("score_failed", failed));
     }
 }
 
@@ -424,21 +562,30 @@ fn greylist_reply(s: &PolicySettings, recipient: &str, remaining_ms: u64) -> Act
     Action::Reply(format!("{} {}", s.greylist_action, text))
 }
 
-/// One header per reply: the SPF header first, then X-Greylist, then anything held back
-/// from an earlier recipient; what does not fit waits for the next request.
-fn attach_header(out: &mut Verdicted, spf: Option<&mut SpfEval>, msg: &mut MessageState) {
+/// One header per reply: the SPF header first, then anything held back from an earlier
+/// recipient, then X-Greylist and the score header; what does not fit waits for the next
+/// request. A reply that is not DUNNO carries none, and the score header waits then.
+fn attach_header(
+    out: &mut Verdicted,
+    spf: Option<&mut SpfEval>,
+    score_header: Option<String>,
+    msg: &mut MessageState,
+) {
     if out.action != Action::Dunno {
+        msg.pending_headers.extend(score_header);
         return;
     }
     let spf_header = spf.and_then(|e| e.header.take());
-    let mut queue = spf_header
+    let mut queue: Vec<String> = spf_header
         .into_iter()
-        .chain(msg.pending_header.take())
-        .chain(out.due_header.take());
-    if let Some(first) = queue.next() {
-        out.action = Action::Prepend(first);
+        .chain(std::mem::take(&mut msg.pending_headers))
+        .chain(out.due_header.take())
+        .chain(score_header)
+        .collect();
+    if !queue.is_empty() {
+        out.action = Action::Prepend(queue.remove(0));
     }
-    msg.pending_header = queue.next();
+    msg.pending_headers = queue;
 }
 
 /// The request's own log fields, dry-run, and the log line.
@@ -555,6 +702,10 @@ mod tests {
                 awl_interval_ms: 3_600_000,
             },
             store_failure_action: Action::Dunno,
+            score: None,
+            score_reject_action: "550 5.7.1".into(),
+            score_reject_text: "Rejected (score %s: %h)".into(),
+            score_header: false,
         }
     }
 
@@ -570,6 +721,7 @@ mod tests {
             whitelists: wl,
             store: st,
             spf: None,
+            score: None,
             now_ms,
         };
         decide(r, s, &mut cx, m)
@@ -671,6 +823,200 @@ mod tests {
             d.log
                 .unwrap()
                 .starts_with("action=greylist, reason=new, remaining=300,")
+        );
+    }
+
+    /// Facts from a table, counting how often they are asked for.
+    struct TableScore {
+        facts: score::Facts,
+        asked: std::cell::Cell<u32>,
+    }
+
+    impl Score for TableScore {
+        fn facts(&self, _: &Subject<'_>) -> score::Facts {
+            self.asked.set(self.asked.get() + 1);
+            self.facts.clone()
+        }
+    }
+
+    fn scoring() -> PolicySettings {
+        let mut p = settings();
+        p.score = Some(ScoreSettings {
+            dnsbl: score::parse_zones("bl.example=4.5 bl2.example=3.5").unwrap(),
+            rhsbl: vec![],
+            weights: score::Weights {
+                no_ptr: 2.5,
+                ptr_unconfirmed: 1.5,
+                ptr_dynamic: 2.5,
+                helo_literal: 2.5,
+                helo_not_fqdn: 1.5,
+                helo_unresolvable: 1.5,
+                helo_is_client: -1.5,
+                helo_ours: 4.0,
+                sender_unroutable: 2.5,
+                spf_pass: -1.5,
+                spf_fail: 3.0,
+                spf_softfail: 1.5,
+            },
+            dynamic_patterns: vec![],
+            greylist_threshold: 2.0,
+            reject_threshold: 8.0,
+            timeout: std::time::Duration::from_secs(5),
+            hostname: "mx.example.net".into(),
+        });
+        p
+    }
+
+    fn table(listed: &[&str], ptr: bool) -> TableScore {
+        let listing = |zone: &str| {
+            if listed.contains(&zone) {
+                score::Listing::Listed(vec!["127.0.0.2".parse().unwrap()])
+            } else {
+                score::Listing::NotListed
+            }
+        };
+        let names = if ptr {
+            vec![("mail.example.org".to_string(), true)]
+        } else {
+            vec![]
+        };
+        TableScore {
+            facts: score::Facts {
+                dnsbl: vec![
+                    ("bl.example".into(), listing("bl.example")),
+                    ("bl2.example".into(), listing("bl2.example")),
+                ],
+                ptr: score::Probe::Answer(names),
+                ..score::Facts::none()
+            },
+            asked: std::cell::Cell::new(0),
+        }
+    }
+
+    fn scored_run(
+        r: &Request,
+        s: &PolicySettings,
+        wl: &Whitelists,
+        sc: &TableScore,
+        st: &mut MemStore,
+        m: &mut MessageState,
+    ) -> Decision {
+        let mut cx = Context {
+            whitelists: wl,
+            store: st,
+            spf: None,
+            score: Some(sc),
+            now_ms: 0,
+        };
+        decide(r, s, &mut cx, m)
+    }
+
+    #[test]
+    fn the_score_chooses_pass_greylist_or_reject_once_per_message() {
+        let s = scoring();
+        let wl = Whitelists::new(vec![], vec![]);
+        let mut st = MemStore::default();
+        let mut m = MessageState::default();
+        let mut r = req("192.0.2.10", "a@example.org", "x@example.com", "i1");
+        r.helo_name = "mail.example.org".into();
+
+        let clean = table(&[], true);
+        let d = scored_run(&r, &s, &wl, &clean, &mut st, &mut m);
+        assert_eq!(d.action, Action::Dunno);
+        assert!(
+            d.log
+                .unwrap()
+                .starts_with("action=pass, reason=score, score=0,")
+        );
+        assert!(st.queries.is_empty());
+
+        let one = table(&["bl.example"], false);
+        r.instance = "i2".into();
+        for rcpt in ["x@example.com", "y@example.com"] {
+            r.recipient = rcpt.into();
+            let d = scored_run(&r, &s, &wl, &one, &mut st, &mut m);
+            assert_eq!(
+                d.action.to_string(),
+                "DEFER_IF_PERMIT Greylisted, please try again later"
+            );
+            assert!(
+                d.log
+                    .unwrap()
+                    .contains(", score=7, score_hits=dnsbl:bl.example(4.5) no_ptr(2.5), ")
+            );
+        }
+        assert_eq!(one.asked.get(), 1, "the score is made once per message");
+
+        let two = table(&["bl.example", "bl2.example"], false);
+        r.instance = "i3".into();
+        let d = scored_run(&r, &s, &wl, &two, &mut st, &mut m);
+        assert_eq!(
+            d.action.to_string(),
+            "550 5.7.1 Rejected (score 10.5: dnsbl:bl.example(4.5) dnsbl:bl2.example(3.5) no_ptr(2.5))"
+        );
+        assert!(
+            d.log
+                .unwrap()
+                .starts_with("action=reject, reason=score, score=10.5,")
+        );
+    }
+
+    #[test]
+    fn whitelisted_recipients_are_greylisted_not_rejected_and_headers_wait() {
+        let mut s = scoring();
+        s.score_header = true;
+        let dir = std::env::temp_dir().join(format!("greyspf-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rcpt");
+        std::fs::write(&file, "postmaster@\n").unwrap();
+        let clients = dir.join("clients");
+        std::fs::write(&clients, "198.51.100.0/24\n").unwrap();
+        let mut wl = Whitelists::new(vec![clients], vec![file]);
+        wl.refresh();
+        let mut st = MemStore::default();
+        let mut m = MessageState::default();
+        let two = table(&["bl.example", "bl2.example"], false);
+        let mut r = req(
+            "192.0.2.10",
+            "a@example.org",
+            "postmaster@example.com",
+            "i1",
+        );
+        r.helo_name = "mail.example.org".into();
+        let d = scored_run(&r, &s, &wl, &two, &mut st, &mut m);
+        assert!(
+            d.action
+                .to_string()
+                .starts_with("PREPEND X-Greyspf-Score: 10.5 (reject) hits="),
+            "{d:?}"
+        );
+        // A whitelisted client is not scored: its address goes to no list.
+        let r = req("198.51.100.7", "a@example.org", "x@example.com", "i9");
+        let d = scored_run(&r, &s, &wl, &two, &mut st, &mut m);
+        assert_eq!(d.action, Action::Dunno);
+        assert_eq!(two.asked.get(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+        // Greylisted: the header waits for a reply that can carry it.
+        let mut m = MessageState::default();
+        let one = table(&["bl.example"], false);
+        let mut r = req("192.0.2.10", "a@example.org", "x@example.com", "i2");
+        r.helo_name = "mail.example.org".into();
+        let d = scored_run(&r, &s, &wl, &one, &mut st, &mut m);
+        assert_eq!(
+            d.action.to_string(),
+            "DEFER_IF_PERMIT Greylisted, please try again later"
+        );
+        let data = Request {
+            protocol_state: "DATA".into(),
+            ..r.clone()
+        };
+        let d = scored_run(&data, &s, &wl, &one, &mut st, &mut m);
+        assert_eq!(
+            d.action.to_string(),
+            format!(
+                "PREPEND X-Greyspf-Score: 7 (greylist) hits=dnsbl:bl.example(4.5) no_ptr(2.5); greyspf-{} at mx.example.net",
+                crate::VERSION
+            )
         );
     }
 }

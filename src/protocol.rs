@@ -24,6 +24,8 @@ pub struct Request {
     pub queue_id: String,
     pub instance: String,
     pub sasl_username: String,
+    /// The address the client connected to (scoring: a HELO that claims it).
+    pub server_address: String,
     /// Named attributes whose value was not UTF-8 and was decoded lossily (U+FFFD for each
     /// bad sequence). The request is still decided: refusing to decide would let odd bytes
     /// in any attribute switch SPF and greylisting off for the message.
@@ -186,6 +188,7 @@ fn parse_attr(line: &[u8], req: &mut Request) -> Result<(), String> {
         b"queue_id" => (&mut req.queue_id, "queue_id"),
         b"instance" => (&mut req.instance, "instance"),
         b"sasl_username" => (&mut req.sasl_username, "sasl_username"),
+        b"server_address" => (&mut req.server_address, "server_address"),
         _ => return Ok(()),
     };
     field.clear();

@@ -17,12 +17,13 @@ mod types;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::{AuthenticationResults, ReceivedSpf, SpfOutput};
 
-use crate::dns::{Answer, DnsClient, DnsSettings, Lookup};
+use crate::dns::{Answer, DnsClient, DnsSettings, Lookup, SharedDns};
 use eval::{Dns, Request};
 pub use types::{HeaderKind, Identity, SpfError, SpfOutcome, SpfResult};
 
@@ -54,7 +55,7 @@ pub trait Spf {
 
 /// Checks SPF identities; built once per process and reused for every request.
 pub struct SpfChecker {
-    dns: DnsClient,
+    dns: Rc<DnsClient>,
     settings: SpfSettings,
 }
 
@@ -68,12 +69,13 @@ impl fmt::Debug for SpfChecker {
 
 impl SpfChecker {
     pub fn new(settings: SpfSettings) -> Result<Self, SpfError> {
-        let dns = DnsClient::new(&DnsSettings {
-            server: settings.dns_server,
-            retransmit: settings.dns_retransmit,
-            deadline: settings.timeout,
-        })?;
-        Ok(SpfChecker { dns, settings })
+        let dns = DnsClient::new(&dns_settings(&settings))?;
+        Ok(SpfChecker::with_dns(Rc::new(dns), settings))
+    }
+
+    /// A checker that asks through a client shared with the rest of the process.
+    pub fn with_dns(dns: Rc<DnsClient>, settings: SpfSettings) -> Self {
+        SpfChecker { dns, settings }
     }
 
     /// HELO identity; returns None when helo is empty or not a domain name (skip).
@@ -191,6 +193,15 @@ impl SpfChecker {
     }
 }
 
+/// The DNS client settings of a checker that has a client of its own.
+fn dns_settings(settings: &SpfSettings) -> DnsSettings {
+    DnsSettings {
+        server: settings.dns_server,
+        retransmit: settings.dns_retransmit,
+        deadline: settings.timeout,
+    }
+}
+
 /// The result of an identity with no domain to check (RFC 7208 §4.3).
 fn none_verdict() -> eval::Verdict {
     eval::Verdict {
@@ -271,21 +282,30 @@ impl Dns for SpfDns<'_> {
 /// reported once and SPF is skipped, so mail keeps flowing.
 pub struct LazySpf {
     settings: SpfSettings,
+    dns: Rc<SharedDns>,
     checker: std::cell::OnceCell<Option<SpfChecker>>,
 }
 
 impl LazySpf {
+    /// A checker with a DNS client of its own.
     pub fn new(settings: SpfSettings) -> Self {
+        let dns = Rc::new(SharedDns::new(dns_settings(&settings)));
+        LazySpf::shared(settings, dns)
+    }
+
+    /// A checker that asks through the process's shared DNS client.
+    pub fn shared(settings: SpfSettings, dns: Rc<SharedDns>) -> Self {
         LazySpf {
             settings,
+            dns,
             checker: std::cell::OnceCell::new(),
         }
     }
 
     fn get(&self) -> Option<&SpfChecker> {
         self.checker
-            .get_or_init(|| match SpfChecker::new(self.settings.clone()) {
-                Ok(c) => Some(c),
+            .get_or_init(|| match self.dns.get() {
+                Ok(dns) => Some(SpfChecker::with_dns(dns, self.settings.clone())),
                 Err(e) => {
                     crate::logging::error(&format!("SPF checks disabled: {e}"));
                     None

@@ -814,3 +814,116 @@ fn greylisted_on_one_mx_accepted_on_another_sharing_redis() {
     let triplets = redis.cli(&["--scan", "--pattern", "greyspf:t:*"]);
     assert_eq!(triplets.lines().count(), 1, "{triplets}");
 }
+
+/// `zone()` with what reputation scoring looks up: reverse DNS, HELO names, the sender
+/// domain's MX, and two block lists and an allow list.
+fn scoring_zone() -> Zone {
+    zone()
+        .mx("sender.example", 10, "mail.sender.example")
+        .ptr("192.0.2.10", "mail.sender.example")
+        .a("mail.sender.example", "192.0.2.10")
+        .ptr("203.0.113.5", "dsl-203-0-113-5.pool.isp.test")
+        .a("dsl-203-0-113-5.pool.isp.test", "203.0.113.5")
+        .a("5.113.0.203.bl1.test", "127.0.0.2")
+        .a("7.100.51.198.bl1.test", "127.0.0.2")
+        .a("7.100.51.198.bl2.test", "127.0.0.3")
+}
+
+/// An instance with scoring on against `scoring_zone()`.
+fn scoring_instance(host: &postfix::Host) -> Instance {
+    instance()
+        .dns_zone(scoring_zone())
+        .greyspf("score_enable", "yes")
+        .greyspf("score_dnsbl", "bl1.test=4.5 bl2.test=3.5 wl.test=-5")
+        .greyspf("score_rhsbl", "dbl.test=3.5")
+        .start(host)
+}
+
+#[test]
+fn scoring_accepts_a_well_run_server_at_once() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    let pf = scoring_instance(&host);
+    let (addr, helo) = ("192.0.2.10", "mail.sender.example");
+    let (sender, rcpt) = ("alice@sender.example", "bob@example.com");
+    let id = message_id("score-pass", 1);
+    let mut s = session_as(&pf, addr, helo, helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    // Forward-confirmed reverse DNS, a HELO that is the client, SPF pass: no greylisting.
+    assert_reply(s.rcpt_to(rcpt), RCPT_OK);
+    assert_queued(s.data(&smtp::message(sender, &[rcpt], &id, "not delayed")));
+    assert_reply(s.quit(), BYE);
+    let copies = pf.wait_for_delivery(&id, 1);
+    assert_eq!(copies.len(), 1);
+    assert_no_x_greylist(&copies[0]);
+    assert_one_received_spf(&copies[0], &spf_pass(addr, sender, helo));
+    let lines = pf.wait_greyspf_log("action=pass, reason=score", 1);
+    assert!(
+        lines[0].contains("score=-3, score_hits=helo_is_client(-1.5) spf_pass(-1.5), client_name="),
+        "{lines:#?}"
+    );
+    pf.assert_logs_clean();
+}
+
+#[test]
+fn scoring_greylists_a_dynamic_listed_client() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    let pf = scoring_instance(&host);
+    let (addr, helo) = ("203.0.113.5", "dsl-203-0-113-5.pool.isp.test");
+    let (sender, rcpt) = ("carol@sender.example", "dave@example.com");
+    let mut s = session_as(&pf, addr, "[UNAVAILABLE]", helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    assert_reply(s.rcpt_to(rcpt), &greylisted(rcpt));
+    assert_reply(s.quit(), BYE);
+    let lines = pf.wait_greyspf_log("action=greylist, reason=new", 1);
+    assert!(
+        lines[0].contains(
+            "score=4, score_hits=dnsbl:bl1.test(4.5) ptr_dynamic(2.5) helo_is_client(-1.5) \
+             spf_pass(-1.5), client_name="
+        ),
+        "{lines:#?}"
+    );
+    pf.assert_logs_clean();
+}
+
+#[test]
+fn scoring_rejects_a_client_on_two_lists_with_the_hits_named() {
+    let Some(host) = postfix::host_or_skip() else {
+        return;
+    };
+    let pf = scoring_instance(&host);
+    let (addr, helo) = ("198.51.100.7", "client.example");
+    let (sender, rcpts) = (
+        "erin@sender.example",
+        ["frank@example.com", "gina@example.com"],
+    );
+    let mut s = session_as(&pf, addr, "[UNAVAILABLE]", helo);
+    assert_reply(s.mail_from(sender), MAIL_OK);
+    for rcpt in rcpts {
+        assert_reply(
+            s.rcpt_to(rcpt),
+            &format!(
+                "550 5.7.1 <{rcpt}>: Recipient address rejected: Rejected for poor reputation \
+                 of {addr} (score 10.5: dnsbl:bl1.test(4.5) dnsbl:bl2.test(3.5) no_ptr(2.5) \
+                 helo_unresolvable(1.5) spf_pass(-1.5))"
+            ),
+        );
+    }
+    assert_reply(s.data("unused"), "554 5.5.1 Error: no valid recipients");
+    assert_reply(s.quit(), BYE);
+    // One evaluation for the message: each list was asked once.
+    let queries = pf.dns().described_queries();
+    let listed = queries
+        .iter()
+        .filter(|q| q.as_str() == "A 7.100.51.198.bl1.test")
+        .count();
+    assert_eq!(listed, 1, "{queries:?}");
+    assert_eq!(
+        pf.wait_greyspf_log("action=reject, reason=score", 2).len(),
+        2
+    );
+    pf.assert_logs_clean();
+}

@@ -108,6 +108,34 @@ impl DnsClient {
     }
 }
 
+/// The process's one client, built on first use and shared by SPF and scoring, so that they
+/// share its runtime, sockets and answer cache. Requests that never ask the DNS (other
+/// states, trusted clients) do not pay for it.
+pub struct SharedDns {
+    settings: DnsSettings,
+    client: std::cell::OnceCell<Result<std::rc::Rc<DnsClient>, String>>,
+}
+
+impl SharedDns {
+    pub fn new(settings: DnsSettings) -> SharedDns {
+        SharedDns {
+            settings,
+            client: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The client, or why it could not be built (the same reason every time).
+    pub fn get(&self) -> Result<std::rc::Rc<DnsClient>, String> {
+        self.client
+            .get_or_init(|| {
+                DnsClient::new(&self.settings)
+                    .map(std::rc::Rc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
+
 /// The answer caches of one instance, by record type. The budgets add up to 640 kB: about
 /// two thousand SPF records, enough for the HELO names and sender domains that come back
 /// within their TTL in the life of an smtpd process, with an instance under 5 MB.

@@ -17,6 +17,8 @@ pub struct ServerSettings {
     pub policy: PolicySettings,
     /// None when SPF is switched off.
     pub spf: Option<crate::spf::SpfSettings>,
+    /// The one DNS client of the process, shared by SPF and scoring.
+    pub dns: crate::dns::DnsSettings,
     pub whitelist_clients: Vec<PathBuf>,
     pub whitelist_recipients: Vec<PathBuf>,
 }

@@ -30,8 +30,11 @@ pub fn serve<R: BufRead, W: Write>(
         settings.whitelist_recipients.clone(),
     );
     let mut msg = MessageState::default();
-    let spf = settings.spf.clone().map(crate::spf::LazySpf::new);
+    let dns = std::rc::Rc::new(crate::dns::SharedDns::new(settings.dns.clone()));
+    let spf = (settings.spf.clone()).map(|s| crate::spf::LazySpf::shared(s, dns.clone()));
     let spf = spf.as_ref().map(|s| s as &dyn crate::spf::Spf);
+    let score = (settings.policy.score.clone()).map(|s| crate::score::LazyScore::new(s, dns));
+    let score = score.as_ref().map(|s| s as &dyn crate::score::Score);
     let mut last_store_warning: Option<Instant> = None;
     let mut suppressed = 0u64;
     while let Some(block) = reader.next_block()? {
@@ -58,6 +61,7 @@ pub fn serve<R: BufRead, W: Write>(
                 whitelists: &whitelists,
                 store: &mut *store,
                 spf,
+                score,
                 now_ms: now_ms(),
             };
             policy::decide(&req, &settings.policy, &mut cx, &mut msg)

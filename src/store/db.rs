@@ -40,7 +40,7 @@ pub fn instance_counter(name: &str) -> bool {
     matches!(
         name,
         "whitelist_client_hits" | "whitelist_recipient_hits" | "store_failures" | "log_dropped"
-    ) || (name.starts_with("spf_")
+    ) || ((name.starts_with("spf_") || name.starts_with("score_"))
         && name.len() < 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
 }
