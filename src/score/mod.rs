@@ -2,7 +2,7 @@
 //! the configuration, summed into a total that chooses among no greylisting, greylisting and
 //! rejection. Pure over the DNS facts, which `dns` gathers (or a test passes as a table).
 
-mod dns;
+pub mod dns;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,7 +11,6 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::spf::SpfResult;
-pub use dns::{LazyScore, ScoreChecker};
 
 /// One DNS list zone and what its answers weigh.
 #[derive(Debug, Clone, PartialEq)]

@@ -33,7 +33,7 @@ pub fn serve<R: BufRead, W: Write>(
     let dns = std::rc::Rc::new(crate::dns::SharedDns::new(settings.dns.clone()));
     let spf = (settings.spf.clone()).map(|s| crate::spf::LazySpf::shared(s, dns.clone()));
     let spf = spf.as_ref().map(|s| s as &dyn crate::spf::Spf);
-    let score = (settings.policy.score.clone()).map(|s| crate::score::LazyScore::new(s, dns));
+    let score = (settings.policy.score.clone()).map(|s| crate::score::dns::LazyScore::new(s, dns));
     let score = score.as_ref().map(|s| s as &dyn crate::score::Score);
     let mut last_store_warning: Option<Instant> = None;
     let mut suppressed = 0u64;
