@@ -241,3 +241,75 @@ fn a_store_whitelisted_request_is_logged_as_a_pass() {
         "{logs:?}"
     );
 }
+
+/// The keeper logs too (expired triplets, one line each): what a stuck syslog made it
+/// drop is counted in `stats` like the instances' drops.
+#[test]
+fn the_keepers_own_dropped_lines_are_counted() {
+    let t = TestDir::new("keeperdrop");
+    let stuck_path = t.path.join("stuck");
+    let stuck = UnixDatagram::bind(&stuck_path).unwrap();
+    let settings = ["greylist_max_age=1s", "keeper_idle_timeout=60s"];
+    let args = t.args(&settings);
+    // The keeper alone logs to the stuck socket; the instances log to the test's reader.
+    let mut keeper_args = args.clone();
+    keeper_args.extend([
+        "-o".into(),
+        format!("syslog_socket={}", stuck_path.display()),
+    ]);
+    keeper_args.push("keeper".into());
+    let mut keeper = Command::new(BIN)
+        .args(&keeper_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = t.state().join("keeper.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stream: String = (0..30)
+        .map(|n| {
+            request(
+                "192.0.2.10",
+                "a@example.org",
+                &format!("r{n}@example.com"),
+                "",
+            )
+        })
+        .collect();
+    let (code, out, err) = run_stream(&args, stream.as_bytes());
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(actions(&out).len(), 30);
+    assert_eq!(t.wait_log("reason=new", 30).len(), 30);
+    assert_eq!(
+        t.log_lines("log_dropped").len(),
+        0,
+        "an instance dropped lines"
+    );
+    // Past max_age the keeper expires the 30 triplets, logging a line for each: its queue
+    // holds about ten, the rest are dropped and counted at its next housekeeping step.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let dropped = loop {
+        let stats = stats_json(&args);
+        let n = stats
+            .split("\"log_dropped\":")
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match n {
+            Some(n) if n > 0 => break n,
+            _ if Instant::now() > deadline => panic!("no log_dropped in {stats}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let expired = drain(&stuck)
+        .iter()
+        .filter(|l| l.contains("reason=never-retried"))
+        .count() as u64;
+    assert_eq!(expired + dropped, 30, "{expired} logged, {dropped} dropped");
+    let _ = keeper.kill();
+    let _ = keeper.wait();
+}

@@ -558,6 +558,11 @@ fn housekeeping(shared: &Shared, idle: Duration) {
             }
             _ => shared.exit("socket removed or replaced"),
         }
+        // The keeper's own log lines that a stuck syslog made it drop count in `stats` too.
+        let dropped = logging::take_dropped();
+        if dropped > 0 {
+            shared.db.count("log_dropped", dropped);
+        }
         shared.db.persist_counters();
         exit_on_io_failure(shared);
         log_expired(
