@@ -300,7 +300,7 @@ impl Shared {
 pub fn run(settings: &DaemonSettings, start: Start) -> Result<(), DaemonError> {
     // Before any thread exists, so that every thread inherits the mask and one thread
     // receives the signals with sigwait.
-    let signals = block_signals();
+    let signals = crate::store::keeper::block_stop_signals();
     let listeners = listeners(settings)?;
     if listeners.is_empty() {
         return Err(DaemonError::NoListeners);
@@ -347,20 +347,6 @@ pub fn run(settings: &DaemonSettings, start: Start) -> Result<(), DaemonError> {
     }
     logging::info("daemon stopped");
     Ok(())
-}
-
-/// Blocks TERM, INT and HUP in this thread and all threads started after it.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
 }
 
 fn signal_loop(shared: &Shared, signals: libc::sigset_t, mut reload: Reload) {

@@ -513,9 +513,9 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
 }
 
 /// Blocks TERM, INT and HUP in this thread and every thread spawned after it, so that one
-/// thread can wait for them and stop the keeper with a flush: a shutdown must not cost
-/// the last flush interval of greylist state.
-fn block_stop_signals() -> libc::sigset_t {
+/// thread can wait for them and stop the keeper (or the daemon) with a flush: a shutdown
+/// must not cost the last flush interval of greylist state.
+pub fn block_stop_signals() -> libc::sigset_t {
     // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
