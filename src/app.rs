@@ -567,29 +567,8 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
     let spf = crate::spf::LazySpf::shared(spf_settings(cfg), Rc::clone(&dns));
     let score = LazyScore::new(score_settings(cfg), dns);
     let mut out = std::io::stdout().lock();
-    // The SPF results are shown from a separate evaluation so that the administrator sees
-    // every identity, even when the decision stopped at the first.
-    if cfg.spf_enable
-        && let (Ok(ip), Some(checker)) = (
-            req.client_address.parse::<std::net::IpAddr>(),
-            spf.checker(),
-        )
-    {
-        let helo = policy::spf_helo(checker, cfg.spf_helo_check, &req, ip);
-        let mail_from =
-            (!req.sender.is_empty()).then(|| checker.mail_from(ip, &req.helo_name, &req.sender));
-        for (name, o) in [("spf_helo", helo), ("spf_mail_from", mail_from)] {
-            if let Some(o) = o {
-                let _ = write!(out, "{name}={} domain={}", o.result, o.domain);
-                if let Some(e) = &o.explanation {
-                    let _ = write!(out, " explanation=\"{e}\"");
-                }
-                if let Some(r) = &o.reason {
-                    let _ = write!(out, " reason=\"{r}\"");
-                }
-                let _ = writeln!(out);
-            }
-        }
+    if cfg.spf_enable {
+        print_spf(&mut out, cfg, &req, &spf);
     }
     let spf_ref: Option<&dyn crate::spf::Spf> =
         cfg.spf_enable.then_some(&spf as &dyn crate::spf::Spf);
@@ -618,6 +597,32 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         let _ = writeln!(out, "store_error={e}");
     }
     EXIT_OK
+}
+
+/// `check`: every SPF identity with its result. It is shown from an evaluation of its own
+/// so that the administrator sees every identity, even when the decision stopped at the
+/// first.
+fn print_spf(out: &mut impl Write, cfg: &Config, req: &Request, spf: &crate::spf::LazySpf) {
+    let (Ok(ip), Some(checker)) = (
+        req.client_address.parse::<std::net::IpAddr>(),
+        spf.checker(),
+    ) else {
+        return;
+    };
+    let helo = policy::spf_helo(checker, cfg.spf_helo_check, req, ip);
+    let mail_from =
+        (!req.sender.is_empty()).then(|| checker.mail_from(ip, &req.helo_name, &req.sender));
+    for (name, o) in [("spf_helo", helo), ("spf_mail_from", mail_from)] {
+        let Some(o) = o else { continue };
+        let _ = write!(out, "{name}={} domain={}", o.result, o.domain);
+        if let Some(e) = &o.explanation {
+            let _ = write!(out, " explanation=\"{e}\"");
+        }
+        if let Some(r) = &o.reason {
+            let _ = write!(out, " reason=\"{r}\"");
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// `check` with scoring on: every check with its weight and what it saw, then the total.

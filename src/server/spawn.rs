@@ -35,8 +35,7 @@ pub fn serve<R: BufRead, W: Write>(
     let spf = spf.as_ref().map(|s| s as &dyn crate::spf::Spf);
     let score = (settings.policy.score.clone()).map(|s| crate::score::dns::LazyScore::new(s, dns));
     let score = score.as_ref().map(|s| s as &dyn crate::score::Score);
-    let mut last_store_warning: Option<Instant> = None;
-    let mut suppressed = 0u64;
+    let mut store_warnings = StoreWarnings::default();
     while let Some(block) = reader.next_block()? {
         count_log_drops(store);
         let req = match block {
@@ -69,21 +68,7 @@ pub fn serve<R: BufRead, W: Write>(
         let action = match decided {
             Ok(d) => {
                 if let Some(e) = &d.store_error {
-                    if last_store_warning.is_none_or(|t| t.elapsed() >= STORE_WARNING_INTERVAL) {
-                        let more = if suppressed > 0 {
-                            format!(" ({suppressed} more since the last warning)")
-                        } else {
-                            String::new()
-                        };
-                        logging::warning(&format!(
-                            "greylist store unavailable, answering {}: {e}{more}",
-                            settings.policy.store_failure_action
-                        ));
-                        last_store_warning = Some(Instant::now());
-                        suppressed = 0;
-                    } else {
-                        suppressed += 1;
-                    }
+                    store_warnings.note(e, &settings.policy.store_failure_action);
                 }
                 if let Some(line) = &d.log {
                     logging::info(line);
@@ -100,6 +85,35 @@ pub fn serve<R: BufRead, W: Write>(
     count_log_drops(store);
     store.finish();
     Ok(())
+}
+
+/// One warning a minute while the store is unavailable, saying how many were held back.
+#[derive(Default)]
+struct StoreWarnings {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl StoreWarnings {
+    fn note(&mut self, error: &str, answered: &Action) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < STORE_WARNING_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = if self.suppressed > 0 {
+            format!(" ({} more since the last warning)", self.suppressed)
+        } else {
+            String::new()
+        };
+        logging::warning(&format!(
+            "greylist store unavailable, answering {answered}: {error}{more}"
+        ));
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
 }
 
 /// Hands the log lines dropped so far (syslog socket full) to the `log_dropped` counter,
