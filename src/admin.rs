@@ -7,6 +7,7 @@ use crate::greylist::key::{normalize_recipient, normalize_sender};
 use crate::net::{self, Network};
 use crate::store::StoreError;
 use crate::store::client::{ClientSettings, KeeperClient};
+#[cfg(feature = "redis")]
 use crate::store::redis::{RedisSettings, RedisStore};
 
 /// A store that answers the keeper's admin requests: the keeper itself, or Redis.
@@ -20,6 +21,7 @@ impl AdminStore for KeeperClient {
     }
 }
 
+#[cfg(feature = "redis")]
 impl AdminStore for RedisStore {
     fn call(&mut self, fields: &[&str]) -> Result<Vec<String>, StoreError> {
         RedisStore::call(self, fields)
@@ -30,12 +32,14 @@ impl AdminStore for RedisStore {
 #[derive(Debug, Clone)]
 pub enum StoreChoice {
     Keeper(ClientSettings),
+    #[cfg(feature = "redis")]
     Redis(RedisSettings),
 }
 
 fn store(settings: &AdminSettings) -> Box<dyn AdminStore> {
     match &settings.store {
         StoreChoice::Keeper(c) => Box::new(KeeperClient::new(c)),
+        #[cfg(feature = "redis")]
         StoreChoice::Redis(r) => Box::new(RedisStore::new(r.clone())),
     }
 }

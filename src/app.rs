@@ -32,6 +32,7 @@ use crate::server::postscreen::PostscreenSettings;
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
 use crate::store::keeper::Keeper;
+#[cfg(feature = "redis")]
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{KeeperSettings, keeper};
 
@@ -351,6 +352,7 @@ pub fn daemon_runtime(cfg: &Config, keeper: Option<&Arc<Keeper>>) -> Result<Runt
             Box::new(move || Box::new(k.store()) as Box<dyn Greylister>)
         }
         (StoreEngine::Sled, None) => return Err("the store is not open".into()),
+        #[cfg(feature = "redis")]
         (StoreEngine::Redis, _) => {
             let redis = redis_settings(cfg)?;
             Box::new(move || Box::new(RedisStore::new(redis.clone())) as Box<dyn Greylister>)
@@ -378,6 +380,7 @@ fn daemon_start(
             let k = Arc::clone(opened.get_or_init(|| Arc::new(k)));
             Some(k)
         }
+        #[cfg(feature = "redis")]
         StoreEngine::Redis => None,
     };
     let runtime = daemon_runtime(cfg, keeper.as_ref())?;
@@ -433,6 +436,7 @@ pub fn client_settings(cfg: &Config) -> ClientSettings {
 pub fn admin_settings(cfg: &Config) -> Result<AdminSettings, AdminError> {
     let store = match cfg.store {
         StoreEngine::Sled => StoreChoice::Keeper(client_settings(cfg)),
+        #[cfg(feature = "redis")]
         StoreEngine::Redis => StoreChoice::Redis(redis_settings(cfg).map_err(AdminError::Config)?),
     };
     Ok(AdminSettings {
@@ -445,6 +449,7 @@ pub fn admin_settings(cfg: &Config) -> Result<AdminSettings, AdminError> {
 
 /// The Redis engine's part of the configuration, with the password and the privacy secret
 /// read from their files.
+#[cfg(feature = "redis")]
 pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
     let password = match &cfg.redis_password_file {
         Some(p) => Some(crate::store::redis::read_password(p)?),
@@ -472,12 +477,14 @@ pub fn redis_settings(cfg: &Config) -> Result<RedisSettings, String> {
 fn greylister(cfg: &Config) -> Result<Box<dyn Greylister>, String> {
     Ok(match cfg.store {
         StoreEngine::Sled => Box::new(KeeperClient::new(&client_settings(cfg))),
+        #[cfg(feature = "redis")]
         StoreEngine::Redis => Box::new(RedisStore::new(redis_settings(cfg)?)),
     })
 }
 
 /// `--check-config` with `store = redis`: connects, authenticates and checks the privacy
 /// keying, so a wrong password or secret shows now rather than in the mail log.
+#[cfg(feature = "redis")]
 fn check_store(cfg: &Config) -> i32 {
     if cfg.store != StoreEngine::Redis {
         return EXIT_OK;
@@ -494,6 +501,12 @@ fn check_store(cfg: &Config) -> i32 {
             EXIT_CONFIG
         }
     }
+}
+
+/// Without the Redis engine the store is always the keeper's, checked when it starts.
+#[cfg(not(feature = "redis"))]
+fn check_store(_cfg: &Config) -> i32 {
+    EXIT_OK
 }
 
 fn serve(cfg: &Config) -> i32 {

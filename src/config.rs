@@ -9,12 +9,13 @@ use crate::net::{self, Network};
 use crate::score::{self, ListZone};
 use crate::server::daemon::Endpoint;
 use crate::spf::{HeaderKind, SpfResult};
-use crate::store::redis::RedisUrl;
+use crate::store::redis_url::RedisUrl;
 
 /// The store engine of `store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreEngine {
     Sled,
+    #[cfg(feature = "redis")]
     Redis,
 }
 
@@ -24,7 +25,12 @@ impl std::str::FromStr for StoreEngine {
     fn from_str(s: &str) -> Result<StoreEngine, String> {
         match s.to_ascii_lowercase().as_str() {
             "sled" => Ok(StoreEngine::Sled),
+            #[cfg(feature = "redis")]
             "redis" | "valkey" => Ok(StoreEngine::Redis),
+            #[cfg(not(feature = "redis"))]
+            "redis" | "valkey" => Err("this greyspf was built without Redis support \
+                                        (cargo feature \"redis\")"
+                .into()),
             _ => Err(format!("expected sled or redis, got {s:?}")),
         }
     }
@@ -693,6 +699,24 @@ mod tests {
             set(&mut raw, k, v, &format!("-o {o}"))?;
         }
         build(&raw)
+    }
+
+    #[test]
+    fn the_store_engine_is_refused_clearly_when_not_built_in() {
+        assert_eq!(
+            load_text("store = sled\n", &[]).unwrap().store,
+            StoreEngine::Sled
+        );
+        let redis = load_text("store = valkey\n", &[]);
+        #[cfg(feature = "redis")]
+        assert_eq!(redis.unwrap().store, StoreEngine::Redis);
+        #[cfg(not(feature = "redis"))]
+        assert!(
+            redis
+                .unwrap_err()
+                .to_string()
+                .contains("built without Redis support"),
+        );
     }
 
     #[test]

@@ -4,10 +4,14 @@
 pub mod client;
 pub mod db;
 pub mod keeper;
+#[cfg(feature = "redis")]
 pub mod redis;
+pub mod redis_url;
+#[cfg(feature = "redis")]
 pub mod resolve;
 pub mod secret;
 pub mod statedir;
+#[cfg(feature = "redis")]
 pub mod tls;
 pub mod wire;
 
