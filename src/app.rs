@@ -28,7 +28,7 @@ use crate::score::dns::LazyScore;
 use crate::score::{Score, ScoreSettings, Weights};
 use crate::server::ServerSettings;
 use crate::server::daemon::{DaemonSettings, Reload, Runtime, Start, StoreFactory};
-use crate::server::postscreen::PostscreenSettings;
+use crate::server::postscreen::{PostscreenScore, PostscreenSettings, Thresholds};
 use crate::spf::SpfSettings;
 use crate::store::client::{ClientSettings, KeeperClient};
 use crate::store::keeper::Keeper;
@@ -340,6 +340,16 @@ pub fn postscreen_settings(cfg: &Config) -> PostscreenSettings {
         whitelist_clients: cfg.whitelist_clients.clone(),
         timers: timers(cfg),
         max_ttl: cfg.postscreen_max_ttl,
+        score: cfg.score_enable.then(|| PostscreenScore {
+            settings: score_settings(cfg),
+            thresholds: Thresholds {
+                enforce: cfg.postscreen_enforce_threshold,
+                drop: cfg.postscreen_drop_threshold,
+                pass_below: cfg.score_greylist_threshold,
+                pass_ttl: cfg.postscreen_pass_ttl,
+            },
+        }),
+        dns: dns_settings(cfg),
     }
 }
 

@@ -239,6 +239,12 @@ keys! {
         "The user a daemon started as root serves as, after binding its sockets.";
     postscreen_max_ttl: Duration = "1d", "time", positive_duration,
         "The longest ttl of a postscreen pass; whitelisted clients get this ttl.";
+    postscreen_enforce_threshold: f64 = "8", "number", score::parse_weight,
+        "With score_enable, postscreen clients scoring this or more get action=enforce.";
+    postscreen_drop_threshold: Option<f64> = "", "number", optional_weight,
+        "With score_enable, postscreen clients scoring this or more get action=drop; empty: never.";
+    postscreen_pass_ttl: Duration = "1h", "time", positive_duration,
+        "The ttl of a postscreen pass for a client on an allow list of score_dnsbl.";
     syslog_facility: syslog::Facility = "mail", "name", facility,
         "The syslog facility.";
     syslog_socket: PathBuf = "/dev/log", "path", |v: &str| Ok::<_, String>(PathBuf::from(v)),
@@ -541,6 +547,15 @@ fn check_together(c: &Config, raw: &Raw) -> Result<(), ConfigError> {
             )
         })?;
     }
+    if c.postscreen_drop_threshold
+        .is_some_and(|d| d <= c.postscreen_enforce_threshold)
+    {
+        return Err(invalid(
+            raw.get("postscreen_drop_threshold").1,
+            "postscreen_drop_threshold",
+            "must be above postscreen_enforce_threshold",
+        ));
+    }
     if c.score_reject_threshold <= c.score_greylist_threshold {
         return Err(invalid(
             raw.get("score_reject_threshold").1,
@@ -549,6 +564,15 @@ fn check_together(c: &Config, raw: &Raw) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A number, or nothing (empty) for a threshold that is off.
+fn optional_weight(v: &str) -> Result<Option<f64>, String> {
+    if v.trim().is_empty() {
+        Ok(None)
+    } else {
+        score::parse_weight(v).map(Some)
+    }
 }
 
 fn absolute_path(v: &str) -> Result<PathBuf, String> {
@@ -811,6 +835,41 @@ mod tests {
         );
         let c = load_text("score_no_ptr = 0\nscore_helo_is_client = -2.25\n", &[]).unwrap();
         assert_eq!((c.score_no_ptr, c.score_helo_is_client), (0.0, -2.25));
+    }
+
+    #[test]
+    fn postscreen_thresholds() {
+        let c = load_text("", &[]).unwrap();
+        assert_eq!(c.postscreen_enforce_threshold, c.score_reject_threshold);
+        assert_eq!(c.postscreen_drop_threshold, None);
+        assert_eq!(c.postscreen_pass_ttl, Duration::from_secs(3600));
+        let c = load_text(
+            "postscreen_drop_threshold = 12.5
+",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.postscreen_drop_threshold, Some(12.5));
+        let e = load_text(
+            "postscreen_drop_threshold = 8
+",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.conf:1: postscreen_drop_threshold: must be above postscreen_enforce_threshold"
+        );
+        let e = load_text(
+            "postscreen_drop_threshold = high
+",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.conf:1: postscreen_drop_threshold: expected a number, got \"high\""
+        );
     }
 
     #[test]

@@ -442,15 +442,7 @@ fn score_header(s: &PolicySettings, sc: &Scored, msg: &mut MessageState) -> Opti
 }
 
 fn score_log_fields(sc: &Scored, fields: &mut Vec<(&'static str, String)>) {
-    fields.push(("score", Weight(sc.total).to_string()));
-    let hits = sc.hit_list();
-    if !hits.is_empty() {
-        fields.push(("score_hits", hits));
-    }
-    let failed = sc.failed_list();
-    if !failed.is_empty() {
-        fields.push(("score_failed", failed));
-    }
+    fields.extend(sc.log_fields());
 }
 
 /// Greylisting, with the whitelists first.

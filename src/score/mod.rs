@@ -79,6 +79,31 @@ pub struct ScoreSettings {
     pub hostname: String,
 }
 
+impl ScoreSettings {
+    /// The settings for scoring a client before any SMTP command (postscreen): the checks
+    /// that need only the client address stay; HELO, sender and SPF checks are off, so that
+    /// what is not known yet counts nothing.
+    pub fn client_only(&self) -> ScoreSettings {
+        let w = self.weights;
+        ScoreSettings {
+            rhsbl: Vec::new(),
+            weights: Weights {
+                helo_literal: 0.0,
+                helo_not_fqdn: 0.0,
+                helo_unresolvable: 0.0,
+                helo_is_client: 0.0,
+                helo_ours: 0.0,
+                sender_unroutable: 0.0,
+                spf_pass: 0.0,
+                spf_fail: 0.0,
+                spf_softfail: 0.0,
+                ..w
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// What is scored: the client and the message, as the request gives them.
 #[derive(Debug, Clone)]
 pub struct Subject<'a> {
@@ -195,6 +220,27 @@ impl Scored {
             .map(|c| format!("{}({})", c.name, Weight(c.weight)))
             .collect();
         hits.join(" ")
+    }
+
+    /// Whether an allow list (a DNS list of negative weight) lists the client.
+    pub fn allow_listed(&self) -> bool {
+        self.hits()
+            .any(|c| c.name.starts_with("dnsbl:") && c.weight < 0.0)
+    }
+
+    /// The log fields of a score, the same wherever it is logged: `score`, then
+    /// `score_hits` and `score_failed` when there are any.
+    pub fn log_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("score", Weight(self.total).to_string())];
+        let hits = self.hit_list();
+        if !hits.is_empty() {
+            fields.push(("score_hits", hits));
+        }
+        let failed = self.failed_list();
+        if !failed.is_empty() {
+            fields.push(("score_failed", failed));
+        }
+        fields
     }
 
     /// The checks whose lookup failed or timed out (counted 0).

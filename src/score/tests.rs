@@ -257,3 +257,56 @@ fn zero_weights_and_list_names() {
     assert_eq!(Weight(3.0).to_string(), "3");
     assert_eq!(Weight(0.1 + 0.2).to_string(), "0.3");
 }
+
+#[test]
+fn client_only_counts_what_the_address_alone_shows() {
+    let s = settings().client_only();
+    assert!(s.rhsbl.is_empty());
+    assert_eq!((s.weights.no_ptr, s.weights.ptr_dynamic), (2.5, 2.5));
+    // An empty HELO, no sender, no SPF: nothing counts but the lists and the PTR.
+    let bare = Subject {
+        ip: "203.0.113.5".parse().unwrap(),
+        helo: "",
+        sender_domain: None,
+        server_address: None,
+        spf: Some(SpfResult::Fail),
+    };
+    let mut facts = Facts::none();
+    facts.dnsbl = vec![
+        ("bl.example".into(), Listing::Listed(vec![a("127.0.0.2")])),
+        ("wl.example".into(), Listing::NotListed),
+    ];
+    facts.ptr = Probe::Answer(vec![]);
+    let scored = evaluate(&s, &bare, &facts);
+    assert_eq!(scored.hit_list(), "dnsbl:bl.example(3.5) no_ptr(2.5)");
+    assert_eq!(scored.total, 6.0);
+    assert!(!scored.allow_listed());
+    assert_eq!(
+        scored.log_fields(),
+        [
+            ("score", "6".to_string()),
+            (
+                "score_hits",
+                "dnsbl:bl.example(3.5) no_ptr(2.5)".to_string()
+            )
+        ]
+    );
+    facts.dnsbl[1].1 = Listing::Listed(vec![a("127.0.10.1")]);
+    facts.ptr = Probe::Failed("timed out".into());
+    let scored = evaluate(&s, &bare, &facts);
+    assert!(scored.allow_listed());
+    assert_eq!(
+        scored.log_fields(),
+        [
+            ("score", "-1.5".to_string()),
+            (
+                "score_hits",
+                "dnsbl:bl.example(3.5) dnsbl:wl.example(-5)".to_string()
+            ),
+            (
+                "score_failed",
+                "no_ptr ptr_unconfirmed ptr_dynamic".to_string()
+            )
+        ]
+    );
+}

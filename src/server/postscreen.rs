@@ -1,19 +1,25 @@
 //! The postscreen policy callout (the 2016 design; no Postfix release ships it): parsing
-//! `name=value` blocks with limits, and the answer from what greyspf already knows about
-//! the client: `pass` with a ttl for a whitelisted or auto-whitelisted client, `ignore`
-//! otherwise. Every request is answered, a malformed one with `ignore`: the design makes a
-//! closed connection an error on postscreen's side.
+//! `name=value` blocks with limits, and the answer from what greyspf knows about the
+//! client: `pass` with a ttl for a whitelisted or auto-whitelisted client; otherwise, with
+//! reputation scoring on, `drop`, `enforce`, `pass` (allow-listed) or `ignore` by the score
+//! of the checks that need only the client address; `ignore` when scoring is off. Every
+//! request is answered, a malformed one with `ignore`: the design makes a closed connection
+//! an error on postscreen's side.
 
 use std::io::{BufRead, Read, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
+use crate::dns::{DnsSettings, SharedDns};
 use crate::greylist::decide::Timers;
 use crate::greylist::whitelist::Whitelists;
 use crate::greylist::{ClientStanding, Greylister};
 use crate::logging;
 use crate::protocol::{MAX_ATTRS, MAX_LINE, ProtocolError};
+use crate::score::dns::LazyScore;
+use crate::score::{Score, ScoreSettings, Scored, Subject};
 
 /// What the callout needs; the composition root builds it from the configuration.
 #[derive(Debug, Clone)]
@@ -23,6 +29,31 @@ pub struct PostscreenSettings {
     pub timers: Timers,
     /// The longest ttl given; a whitelist entry has no lifetime of its own and gets this.
     pub max_ttl: Duration,
+    /// None when reputation scoring is off: clients not passed are ignored.
+    pub score: Option<PostscreenScore>,
+    /// How to reach the DNS; a connection builds its client on its first scored request.
+    pub dns: DnsSettings,
+}
+
+/// Reputation scoring of postscreen clients.
+#[derive(Debug, Clone)]
+pub struct PostscreenScore {
+    /// The scoring settings of the SMTPD policy; only the checks that need nothing but the
+    /// client address are used (`ScoreSettings::client_only`).
+    pub settings: ScoreSettings,
+    pub thresholds: Thresholds,
+}
+
+/// Where a client's total takes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub enforce: f64,
+    /// None: never drop.
+    pub drop: Option<f64>,
+    /// An allow-listed client below this total (the greylisting threshold) passes.
+    pub pass_below: f64,
+    /// The ttl of such a pass (at most `max_ttl`).
+    pub pass_ttl: Duration,
 }
 
 /// One request block: the client address when it is usable, or why not.
@@ -37,6 +68,8 @@ pub enum Query {
 pub enum Answer {
     Pass { ttl_secs: u64 },
     Ignore,
+    Enforce,
+    Drop,
 }
 
 impl Answer {
@@ -44,8 +77,29 @@ impl Answer {
     pub fn wire(&self) -> String {
         match self {
             Answer::Pass { ttl_secs } => format!("action=pass\nttl={ttl_secs}\n\n"),
-            Answer::Ignore => "action=ignore\n\n".to_string(),
+            other => format!("action={}\n\n", other.action()),
         }
+    }
+
+    pub fn action(&self) -> &'static str {
+        match self {
+            Answer::Pass { .. } => "pass",
+            Answer::Ignore => "ignore",
+            Answer::Enforce => "enforce",
+            Answer::Drop => "drop",
+        }
+    }
+
+    /// The leading log fields: the action and the ttl (0 but for a pass).
+    fn log_fields(&self) -> Vec<(&'static str, String)> {
+        let ttl = match self {
+            Answer::Pass { ttl_secs } => *ttl_secs,
+            _ => 0,
+        };
+        vec![
+            ("action", self.action().to_string()),
+            ("ttl", ttl.to_string()),
+        ]
     }
 }
 
@@ -60,6 +114,24 @@ pub fn decide(file_listed: bool, standing: ClientStanding, max_ttl: Duration) ->
             ttl_secs: (remaining_ms / 1000).clamp(1, max),
         },
         ClientStanding::Unknown => Answer::Ignore,
+    }
+}
+
+/// The decision by score, pure: drop, then enforce, from their thresholds up; a pass for a
+/// client on an allow list whose total stays below the greylisting threshold; otherwise
+/// ignore (postscreen's own tests decide).
+pub fn decide_score(scored: &Scored, t: &Thresholds, max_ttl: Duration) -> Answer {
+    let total = scored.total;
+    if t.drop.is_some_and(|d| total >= d) {
+        Answer::Drop
+    } else if total >= t.enforce {
+        Answer::Enforce
+    } else if scored.allow_listed() && total < t.pass_below {
+        Answer::Pass {
+            ttl_secs: t.pass_ttl.min(max_ttl).as_secs().max(1),
+        }
+    } else {
+        Answer::Ignore
     }
 }
 
@@ -153,6 +225,38 @@ pub fn next_query<R: BufRead>(input: &mut R) -> Result<Option<Query>, ProtocolEr
     }))
 }
 
+/// A connection's scorer: the client-only settings, and the lookups on the connection's
+/// DNS client, whose answer cache serves repeated requests for the same client.
+struct Scorer<'a> {
+    settings: ScoreSettings,
+    thresholds: &'a Thresholds,
+    lookups: LazyScore,
+}
+
+impl<'a> Scorer<'a> {
+    fn new(s: &'a PostscreenScore, dns: DnsSettings) -> Scorer<'a> {
+        let settings = s.settings.client_only();
+        Scorer {
+            lookups: LazyScore::new(settings.clone(), Rc::new(SharedDns::new(dns))),
+            settings,
+            thresholds: &s.thresholds,
+        }
+    }
+
+    /// The client's score; HELO, sender and SPF are not known yet and count nothing.
+    fn score(&self, ip: IpAddr) -> Scored {
+        let subject = Subject {
+            ip,
+            helo: "",
+            sender_domain: None,
+            server_address: None,
+            spf: None,
+        };
+        let facts = self.lookups.facts(&subject);
+        crate::score::evaluate(&self.settings, &subject, &facts)
+    }
+}
+
 /// Serves callout requests from `input` until EOF.
 pub fn serve<R: BufRead, W: Write>(
     mut input: R,
@@ -161,6 +265,7 @@ pub fn serve<R: BufRead, W: Write>(
     store: &mut dyn Greylister,
 ) -> Result<(), ProtocolError> {
     let mut whitelists = Whitelists::new(settings.whitelist_clients.clone(), Vec::new());
+    let scorer = (settings.score.as_ref()).map(|s| Scorer::new(s, settings.dns.clone()));
     while let Some(q) = next_query(&mut input)? {
         for w in whitelists.refresh() {
             logging::warning(&w);
@@ -172,7 +277,16 @@ pub fn serve<R: BufRead, W: Write>(
                 ));
                 Answer::Ignore
             }
-            Query::Client(ip) => answer_client(ip, settings, &whitelists, store),
+            Query::Client(ip) => {
+                let known = answer_client(ip, settings, &whitelists, store);
+                match (known, &scorer) {
+                    (Answer::Ignore, Some(sc)) => answer_by_score(ip, sc, settings.max_ttl),
+                    _ => {
+                        log_answer(&known.log_fields(), ip);
+                        known
+                    }
+                }
+            }
         };
         output
             .write_all(answer.wire().as_bytes())
@@ -183,6 +297,7 @@ pub fn serve<R: BufRead, W: Write>(
     Ok(())
 }
 
+/// What the whitelists and the auto-whitelist say of the client: pass, or ignore.
 fn answer_client(
     ip: IpAddr,
     settings: &PostscreenSettings,
@@ -203,15 +318,32 @@ fn answer_client(
                 ClientStanding::Unknown
             })
     };
-    let answer = decide(listed, standing, settings.max_ttl);
-    let (action, ttl) = match answer {
-        Answer::Pass { ttl_secs } => ("pass", ttl_secs),
-        Answer::Ignore => ("ignore", 0),
+    decide(listed, standing, settings.max_ttl)
+}
+
+/// The answer by the client's score, logged with the score and its hits. A panic while
+/// scoring becomes `ignore` and a log line: postscreen gets its answer all the same.
+fn answer_by_score(ip: IpAddr, scorer: &Scorer<'_>, max_ttl: Duration) -> Answer {
+    let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scorer.score(ip)));
+    let Ok(scored) = scored else {
+        logging::error("postscreen: internal error while scoring (logged above), answered ignore");
+        return Answer::Ignore;
     };
-    logging::info(&format!(
-        "postscreen: action={action}, ttl={ttl}, client_address={ip}"
-    ));
+    let answer = decide_score(&scored, scorer.thresholds, max_ttl);
+    let mut fields = answer.log_fields();
+    fields.extend(scored.log_fields());
+    log_answer(&fields, ip);
     answer
+}
+
+/// One log line per answer: `postscreen: action=..., ttl=..., [score=..., ]client_address=...`.
+fn log_answer(fields: &[(&'static str, String)], ip: IpAddr) {
+    let mut line = String::from("postscreen: ");
+    for (k, v) in fields {
+        line.push_str(&format!("{k}={v}, "));
+    }
+    line.push_str(&format!("client_address={ip}"));
+    logging::info(&line);
 }
 
 #[cfg(test)]
@@ -282,5 +414,55 @@ mod tests {
             "action=pass\nttl=3\n\n"
         );
         assert_eq!(Answer::Ignore.wire(), "action=ignore\n\n");
+        assert_eq!(Answer::Enforce.wire(), "action=enforce\n\n");
+        assert_eq!(Answer::Drop.wire(), "action=drop\n\n");
+    }
+
+    fn scored(total: f64, allow_listed: bool) -> Scored {
+        let hit = |name: &str, weight| crate::score::Check {
+            name: name.into(),
+            weight,
+            hit: true,
+            failed: false,
+            detail: String::new(),
+        };
+        let checks = if allow_listed {
+            vec![hit("dnsbl:wl.example", -5.0)]
+        } else {
+            vec![hit("no_ptr", 2.5)]
+        };
+        Scored {
+            checks,
+            total,
+            level: crate::score::Level::Greylist,
+        }
+    }
+
+    #[test]
+    fn answers_by_score() {
+        let day = Duration::from_secs(86400);
+        let mut t = Thresholds {
+            enforce: 8.0,
+            drop: Some(12.0),
+            pass_below: 2.0,
+            pass_ttl: Duration::from_secs(3600),
+        };
+        let by = |total, wl, t: &Thresholds| decide_score(&scored(total, wl), t, day);
+        assert_eq!(by(12.0, false, &t), Answer::Drop);
+        assert_eq!(by(11.99, false, &t), Answer::Enforce);
+        assert_eq!(by(8.0, false, &t), Answer::Enforce);
+        assert_eq!(by(7.5, false, &t), Answer::Ignore);
+        assert_eq!(by(0.0, false, &t), Answer::Ignore);
+        // A pass needs an allow list and a total below the greylisting threshold.
+        assert_eq!(by(-5.0, true, &t), Answer::Pass { ttl_secs: 3600 });
+        assert_eq!(by(2.0, true, &t), Answer::Ignore);
+        assert_eq!(by(-5.0, false, &t), Answer::Ignore);
+        // At most the longest ttl; no drop threshold, no drop.
+        assert_eq!(
+            decide_score(&scored(-5.0, true), &t, Duration::from_secs(60)),
+            Answer::Pass { ttl_secs: 60 }
+        );
+        t.drop = None;
+        assert_eq!(by(100.0, false, &t), Answer::Enforce);
     }
 }
