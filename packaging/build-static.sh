@@ -44,13 +44,19 @@ case $triple in
 *) die "static linking is set up for glibc targets only, not $triple" ;;
 esac
 
+# Packed relative relocations (DT_RELR; glibc 2.36, binutils 2.38): a static-pie program
+# relocates itself at every start, and its table of relocations shrinks from about 260 KiB,
+# read by every instance, to about 4 KiB. Measured with the README's example stream: about
+# 280 KiB less resident memory per instance (README, "Several MX hosts").
+flags=(-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs)
 if [ -n "${CARGO_ENCODED_RUSTFLAGS+set}" ]; then
 	# Cargo prefers this one to RUSTFLAGS: extend it instead (fields separated by 0x1f).
 	sep=$'\x1f'
-	CARGO_ENCODED_RUSTFLAGS="${CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$sep}-C${sep}target-feature=+crt-static"
+	joined=$(IFS=$sep; echo "${flags[*]}")
+	CARGO_ENCODED_RUSTFLAGS="${CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$sep}$joined"
 	export CARGO_ENCODED_RUSTFLAGS
 else
-	export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static"
+	export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }${flags[*]}"
 fi
 
 (cd "$top" && "$cargo" build --locked "${profile_args[@]}" --target "$triple" "$@") >&2
@@ -58,4 +64,6 @@ fi
 bin=$top/target/$triple/$profile/greyspf
 [ -x "$bin" ] || die "cargo did not produce $bin"
 "$top/packaging/check-static.sh" "$bin" >&2
+dynamic=$(readelf -d "$bin")
+grep -q '(RELR)' <<<"$dynamic" || die "$bin has no packed relocations (DT_RELR)"
 echo "$bin"
