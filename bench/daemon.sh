@@ -17,6 +17,17 @@
 # Needs root when postgrey runs (it drops to its user) and to run greyspf as it ships
 # (started as root, serving as nobody here).
 #
+# Beside requests/s, the table gives each daemon's own CPU time per request: user + system
+# of the daemon process and all its threads (/proc/PID/stat), read by the driver before and
+# after each timed run and divided by the run's requests, start-up left out (see
+# tcp_driver). The process is the greyspf daemon itself (it owns the sled store, there is
+# no keeper process), postgrey's Perl daemon, the do-nothing daemon. The driver's own CPU
+# is not counted. Then the ratios: greyspf / postgrey and greyspf / do-nothing of
+# requests/s, postgrey / greyspf and greyspf / do-nothing of CPU per request.
+# SETTLE_MS (1500): the wait after start-up and after each run before the CPU readings;
+# longer than greyspf's store_flush_interval (1 s), so that the flush of what a run wrote
+# counts as that run's work.
+#
 # Internal sub-commands (the prepare steps): restart-greyspf DIR PORT, restart-null PORT,
 # restart-postgrey DIR PORT, stop DIR.
 set -euo pipefail
@@ -29,6 +40,7 @@ SEED=${SEED:-1}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-target/bench-daemon}
 PIN=${PIN:-}
+SETTLE_MS=${SETTLE_MS:-1500}
 BIN=target/$PROFILE
 TASKSET=()
 if [ -n "$PIN" ]; then
@@ -132,21 +144,34 @@ python3 bench/gen_requests.py --requests "$REQUESTS" --seed "$SEED" >"$dir/reque
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-args=(--requests "$dir/requests.txt" --runs "$RUNS" --connections "$CONNECTIONS")
-p=$(free_port)
-args+=(--target "greyspf daemon=127.0.0.1:$p" --prepare "greyspf daemon=bench/daemon.sh restart-greyspf $dir $p")
-if command -v postgrey >/dev/null && getent passwd postgrey >/dev/null; then
+args=(--requests "$dir/requests.txt" --runs "$RUNS" --connections "$CONNECTIONS"
+	--settle-ms "$SETTLE_MS")
+# target NAME PIDFILE PREPARE-COMMAND: one daemon, restarted before each run, its CPU read
+# through the process id the restart leaves in PIDFILE.
+target() {
+	local p
 	p=$(free_port)
-	args+=(--target "postgrey=127.0.0.1:$p" --prepare "postgrey=bench/daemon.sh restart-postgrey $dir $p")
+	args+=(--target "$1=127.0.0.1:$p" --pidfile "$1=$dir/$2.pid" --prepare "$1=$3 $p")
+}
+target "greyspf daemon" greyspf "bench/daemon.sh restart-greyspf $dir"
+if command -v postgrey >/dev/null && getent passwd postgrey >/dev/null; then
+	target postgrey postgrey "bench/daemon.sh restart-postgrey $dir"
+	args+=(--ratio "rate:greyspf daemon/postgrey" --ratio "cpu:postgrey/greyspf daemon")
 else
 	echo "daemon.sh: postgrey not installed (package postgrey): its rows are skipped" >&2
 fi
-p=$(free_port)
-args+=(--target "do-nothing daemon=127.0.0.1:$p" --prepare "do-nothing daemon=bench/daemon.sh restart-null $dir $p")
+target "do-nothing daemon" null "bench/daemon.sh restart-null $dir"
+args+=(--ratio "rate:greyspf daemon/do-nothing daemon" --ratio "cpu:greyspf daemon/do-nothing daemon")
 
+pinning=unpinned
+[ -n "$PIN" ] && pinning="pinned to CPU $PIN"
 {
 	echo "greyspf daemon on TCP, $REQUESTS requests, $RUNS runs, profile $PROFILE," \
-		"${PIN:+pinned to CPU $PIN}${PIN:-unpinned}, $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC')"
+		"$pinning, $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "Daemon CPU: the daemon process and all its threads (user + system), the driver's" \
+		"own CPU not counted; summed over the runs and divided by their requests; process CPU" \
+		"clock (ns), and /proc/PID/stat (10 ms ticks) as a check."
 	echo
 	"${TASKSET[@]}" "$BIN/tcp_driver" "${args[@]}"
 } | tee "$dir/report.md"
