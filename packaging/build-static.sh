@@ -19,8 +19,8 @@
 # here to whatever RUSTFLAGS already holds, never dropped by it. A plain
 # "cargo build --release" stays a normal dynamic build in target/release/.
 #
-# Environment: PROFILE (release or debug, default release), RUSTFLAGS (kept, +crt-static
-# added), CARGO (default cargo).
+# Environment: PROFILE (release or debug, default release), RUSTFLAGS or
+# CARGO_ENCODED_RUSTFLAGS (kept, the flags below added), CARGO (default cargo).
 set -euo pipefail
 
 die() {
@@ -44,20 +44,23 @@ case $triple in
 *) die "static linking is set up for glibc targets only, not $triple" ;;
 esac
 
-# Packed relative relocations (DT_RELR; glibc 2.36, binutils 2.38): a static-pie program
-# relocates itself at every start, and its table of relocations shrinks from about 260 KiB,
-# read by every instance, to about 4 KiB. Measured with the README's example stream: about
-# 280 KiB less resident memory per instance (README, "Several MX hosts").
-flags=(-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs)
-if [ -n "${CARGO_ENCODED_RUSTFLAGS+set}" ]; then
-	# Cargo prefers this one to RUSTFLAGS: extend it instead (fields separated by 0x1f).
-	sep=$'\x1f'
-	joined=$(IFS=$sep; echo "${flags[*]}")
-	CARGO_ENCODED_RUSTFLAGS="${CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$sep}$joined"
-	export CARGO_ENCODED_RUSTFLAGS
-else
-	export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }${flags[*]}"
+# Two choices of layout that keep each instance small (README, "Several MX hosts", has the
+# figures): packed relative relocations (DT_RELR; glibc 2.36, binutils 2.38 or lld), so that
+# the table a static-pie program reads to relocate itself at every start shrinks from about
+# 260 KiB to 4 KiB; and static-layout.ld, which puts the code an instance never runs by
+# default (Redis, TLS, daemon, scoring, keeper) after the rest.
+flags=(-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs
+	-C "link-arg=-Wl,-T,$top/packaging/static-layout.ld")
+# Cargo prefers CARGO_ENCODED_RUSTFLAGS (fields separated by 0x1f) to RUSTFLAGS: the flags
+# go there, after those of either that were set, so a path with spaces stays one field.
+sep=$'\x1f'
+if [ -z "${CARGO_ENCODED_RUSTFLAGS+set}" ] && [ -n "${RUSTFLAGS:-}" ]; then
+	read -ra words <<<"$RUSTFLAGS"
+	CARGO_ENCODED_RUSTFLAGS=$(IFS=$sep; echo "${words[*]}")
 fi
+joined=$(IFS=$sep; echo "${flags[*]}")
+export CARGO_ENCODED_RUSTFLAGS="${CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$sep}$joined"
+unset RUSTFLAGS
 
 (cd "$top" && "$cargo" build --locked "${profile_args[@]}" --target "$triple" "$@") >&2
 
@@ -66,4 +69,6 @@ bin=$top/target/$triple/$profile/greyspf
 "$top/packaging/check-static.sh" "$bin" >&2
 dynamic=$(readelf -d "$bin")
 grep -q '(RELR)' <<<"$dynamic" || die "$bin has no packed relocations (DT_RELR)"
+sections=$(readelf -SW "$bin")
+grep -q ' \.text\.apart ' <<<"$sections" || die "$bin has no .text.apart: static-layout.ld matched nothing"
 echo "$bin"
