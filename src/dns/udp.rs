@@ -16,11 +16,12 @@
 //! one the system drew at random for it. A datagram that fails a check is dropped and the
 //! wait goes on.
 //!
-//! A fresh socket costs a few system calls (socket, bind, connect, close): about 8 µs of
-//! CPU a query on a loaded benchmark machine. So that it costs no more, the query is sent
-//! and its answer first looked for on the plain socket; only when nothing has come yet is
-//! the socket handed to the runtime's reactor to wait on (a new socket, unlike a kept one,
-//! would otherwise first wait for the reactor to report it writable, then readable).
+//! A fresh socket costs a few system calls (socket, connect, close; it is created
+//! non-blocking and bound by the connect): several µs of CPU a query on a loaded benchmark
+//! machine. So that it costs no more, the query is sent and its answer first looked for on
+//! the plain socket; only when nothing has come yet is the socket handed to the runtime's
+//! reactor to wait on (a new socket, unlike a kept one, would otherwise first wait for the
+//! reactor to report it writable, then readable).
 //!
 //! Retransmission: a lost datagram must not cost seconds. The first copy waits
 //! `retransmit`, each next one twice as long as the one before, taking the nameservers in
@@ -30,7 +31,8 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -357,15 +359,22 @@ fn read_any(tries: &[Try], buffer: &mut [u8]) -> Option<(usize, std::io::Result<
 }
 
 /// A non-blocking UDP socket connected to `server`, from an ephemeral port the system
-/// picks at random.
+/// picks at random. It is created non-blocking and bound by the connect itself, where the
+/// port is drawn exactly as for a bind to port 0: two system calls fewer for every query.
 fn open(server: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    let family = match server {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
     };
-    let socket = UdpSocket::bind(local)?;
+    let kind = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain arguments; the descriptor returned is owned at once below.
+    let fd = unsafe { libc::socket(family, kind, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let socket = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
     socket.connect(server)?;
-    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
@@ -439,6 +448,29 @@ mod tests {
             &name("example.org"),
             RecordType::A
         ));
+    }
+
+    /// Each try's socket: connected, non-blocking, on a port of its own that the system
+    /// drew (bound by the connect, not by a bind of ours).
+    #[test]
+    fn a_fresh_socket_is_connected_non_blocking_and_on_a_port_of_its_own() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let a = open(to).unwrap();
+        let b = open(to).unwrap();
+        for s in [&a, &b] {
+            assert_eq!(s.peer_addr().unwrap(), to);
+            assert_eq!(
+                s.recv(&mut [0; 16]).unwrap_err().kind(),
+                ErrorKind::WouldBlock
+            );
+        }
+        let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        assert!(pa.port() != 0 && pa.port() != pb.port(), "{pa} {pb}");
+        a.send(b"x").unwrap();
+        let mut buf = [0; 4];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!((n, from), (1, pa));
     }
 
     #[test]
