@@ -75,6 +75,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     if cli.check_config {
+        if let Err(e) = compile_patterns(&cfg) {
+            eprintln!("greyspf: configuration error: score_dynamic_patterns: {e}");
+            return EXIT_CONFIG;
+        }
         print!("{}", cfg.render());
         if cfg.store == StoreEngine::Sled
             && let Err(e) = crate::store::statedir::check(&cfg.state_directory)
@@ -490,6 +494,16 @@ fn greylister(cfg: &Config) -> Result<Box<dyn Greylister>, String> {
         #[cfg(feature = "redis")]
         StoreEngine::Redis => Box::new(RedisStore::new(redis_settings(cfg)?)),
     })
+}
+
+/// `--check-config` compiles the patterns of dynamic names that serving compiles only when
+/// it first needs them: one the regex engine cannot build is refused now, not ignored later.
+fn compile_patterns(cfg: &Config) -> Result<(), String> {
+    if !cfg.score_enable {
+        return Ok(());
+    }
+    let patterns = crate::score::parse_patterns(&cfg.score_dynamic_patterns.join(" "))?;
+    patterns.iter().try_for_each(crate::score::Pattern::compile)
 }
 
 /// `--check-config` with `store = redis`: connects, authenticates and checks the privacy

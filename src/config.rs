@@ -536,8 +536,8 @@ fn check_together(c: &Config, raw: &Raw) -> Result<(), ConfigError> {
         c.score_reject_action, c.score_reject_text
     ))
     .map_err(|m| invalid(raw.get("score_reject_action").1, "score_reject_action", m))?;
-    // Compiled only when scoring is on: a compiled pattern costs an instance about a
-    // megabyte that it has no use for otherwise.
+    // Checked only when scoring is on, and for syntax only: each pattern is compiled when
+    // it is first used (score::Pattern), and every one by --check-config.
     if c.score_enable {
         score::parse_patterns(&c.score_dynamic_patterns.join(" ")).map_err(|m| {
             invalid(
@@ -835,6 +835,13 @@ mod tests {
         );
         let c = load_text("score_no_ptr = 0\nscore_helo_is_client = -2.25\n", &[]).unwrap();
         assert_eq!((c.score_no_ptr, c.score_helo_is_client), (0.0, -2.25));
+    }
+
+    /// The default is matched by plain code (score::patterns) only while it is this text.
+    #[test]
+    fn the_default_dynamic_pattern_is_the_one_matched_without_regex() {
+        let c = load_text("score_enable = yes\n", &[]).unwrap();
+        assert_eq!(c.score_dynamic_patterns, [score::DEFAULT_DYNAMIC_PATTERN]);
     }
 
     #[test]

@@ -431,3 +431,121 @@ fn an_ipv6_client_is_looked_up_by_nibbles_and_confirmed_by_aaaa() {
     assert!(dns.described_queries().contains(&format!("A {listed}")));
     assert_eq!(s.finish().0, 0);
 }
+
+/// A client whose PTR name is dynamic by one of the default words only (no address digits).
+fn cable_zone() -> Zone {
+    zone()
+        .ptr("192.0.2.20", "cust.cable.isp.test")
+        .a("cust.cable.isp.test", "192.0.2.20")
+}
+
+/// The decision line's score fields of one request from a confirmed client that names
+/// itself in its HELO.
+fn score_of(t: &TestDir, dns: &DnsServer, patterns: &str, client: &str, helo: &str) -> String {
+    let setting = format!("score_dynamic_patterns={patterns}");
+    let mut s = Session::start(&args(t, dns, &[&setting]));
+    let reply = s.ask(&req(client, helo, "x@isp.test", "a@example.net", "m1"));
+    assert_eq!(reply, "DUNNO");
+    assert_eq!(s.finish().0, 0);
+    let line = decision_lines(t, client, 1).remove(0);
+    line[..line.find(", client_name").unwrap()].to_string()
+}
+
+/// The default patterns (matched without a regex engine) and patterns of one's own (compiled
+/// when first needed) judge PTR names as before; one's own replace the default.
+#[test]
+fn default_and_own_dynamic_patterns_judge_ptr_names() {
+    let dns = DnsServer::start(cable_zone());
+    let default = score_of(
+        &TestDir::new("sc-pat-default"),
+        &dns,
+        score_default_patterns(),
+        "192.0.2.20",
+        "cust.cable.isp.test",
+    );
+    assert_eq!(
+        default,
+        "action=pass, reason=score, score=1, score_hits=ptr_dynamic(2.5) helo_is_client(-1.5)"
+    );
+    let own = "^mail[.] ^relay[0-9]*[.]";
+    let mail = score_of(
+        &TestDir::new("sc-pat-own"),
+        &dns,
+        own,
+        "192.0.2.10",
+        "mail.example.com",
+    );
+    assert_eq!(
+        mail,
+        "action=pass, reason=score, score=1, score_hits=ptr_dynamic(2.5) helo_is_client(-1.5)"
+    );
+    let cable = score_of(
+        &TestDir::new("sc-pat-own2"),
+        &dns,
+        own,
+        "192.0.2.20",
+        "cust.cable.isp.test",
+    );
+    assert_eq!(
+        cable,
+        "action=pass, reason=score, score=-1.5, score_hits=helo_is_client(-1.5)"
+    );
+}
+
+/// The shipped default of score_dynamic_patterns, as --check-config prints it.
+fn score_default_patterns() -> &'static str {
+    "(^|[.-])(dyn|dynamic|dsl|adsl|vdsl|xdsl|pool|cable|dhcp|dial|dialup|ppp|pppoe|broadband|cust|customer|cpe)([0-9.-]|$)"
+}
+
+/// A pattern with bad syntax is refused when the configuration is loaded; one with good
+/// syntax that the regex engine cannot build (too large) is refused by --check-config, and
+/// when serving it is reported and matches nothing, the mail flowing on.
+#[test]
+fn patterns_the_engine_cannot_build_are_refused_by_check_config_and_ignored_in_service() {
+    let dns = DnsServer::start(cable_zone());
+    let t = TestDir::new("sc-pat-bad");
+    let check = |pattern: &str| {
+        let setting = format!("score_dynamic_patterns={pattern}");
+        let out = std::process::Command::new(common::BIN)
+            .args(args(&t, &dns, &[&setting]))
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = check("(");
+    assert_eq!(code, 78);
+    assert!(
+        err.starts_with(
+            "greyspf: configuration error: -o score_dynamic_patterns=(: \
+             score_dynamic_patterns: bad pattern \"(\""
+        ),
+        "{err}"
+    );
+    let big = r"\w{1000}{1000} ^mail[.]";
+    let (code, err) = check(big);
+    assert_eq!(code, 78);
+    assert!(
+        err.starts_with(
+            "greyspf: configuration error: score_dynamic_patterns: bad pattern \
+             \"\\\\w{1000}{1000}\""
+        ),
+        "{err}"
+    );
+    // Serving: the pattern that builds still works, the other is reported once.
+    let served = score_of(&t, &dns, big, "192.0.2.10", "mail.example.com");
+    assert_eq!(
+        served,
+        "action=pass, reason=score, score=1, score_hits=ptr_dynamic(2.5) helo_is_client(-1.5)"
+    );
+    let reported = t.wait_log("the pattern matches nothing", 1);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(
+        reported[0]
+            .contains("configuration: score_dynamic_patterns: bad pattern \"\\\\w{1000}{1000}\""),
+        "{reported:?}"
+    );
+}

@@ -3,14 +3,14 @@
 //! rejection. Pure over the DNS facts, which `dns` gathers (or a test passes as a table).
 
 pub mod dns;
+pub mod patterns;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use regex::Regex;
-
 use crate::spf::SpfResult;
+pub use patterns::{DEFAULT_DYNAMIC_PATTERN, Pattern};
 
 /// One DNS list zone and what its answers weigh.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +70,7 @@ pub struct ScoreSettings {
     pub dnsbl: Vec<ListZone>,
     pub rhsbl: Vec<ListZone>,
     pub weights: Weights,
-    pub dynamic_patterns: Vec<Regex>,
+    pub dynamic_patterns: Vec<Pattern>,
     pub greylist_threshold: f64,
     pub reject_threshold: f64,
     /// One deadline for all lookups of one evaluation.
@@ -427,7 +427,7 @@ fn ptr_checks(
 
 /// A host name that looks like an address pool's: it matches a configured pattern, or it
 /// holds the client's address, as three of its octets in a row (either order) or as hex.
-pub fn looks_dynamic(name: &str, ip: IpAddr, patterns: &[Regex]) -> bool {
+pub fn looks_dynamic(name: &str, ip: IpAddr, patterns: &[Pattern]) -> bool {
     let name = name.to_ascii_lowercase();
     if patterns.iter().any(|p| p.is_match(&name)) {
         return true;
@@ -629,11 +629,10 @@ pub fn parse_weight(text: &str) -> Result<f64, String> {
 }
 
 /// Parses `score_dynamic_patterns`: regular expressions separated by white space, matched
-/// against lower-case host names.
-pub fn parse_patterns(text: &str) -> Result<Vec<Regex>, String> {
-    text.split_whitespace()
-        .map(|p| Regex::new(p).map_err(|e| format!("bad pattern {p:?}: {e}")))
-        .collect()
+/// against lower-case host names. Their syntax is checked here; each is compiled when it is
+/// first used (`Pattern`).
+pub fn parse_patterns(text: &str) -> Result<Vec<Pattern>, String> {
+    text.split_whitespace().map(Pattern::parse).collect()
 }
 
 /// The DNS list name for an address: the reversed octets (IPv4) or nibbles (IPv6) under
