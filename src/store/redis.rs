@@ -130,20 +130,25 @@ enum Stream {
     Tls(Box<tls::TlsStream>),
 }
 
+/// Which way the next socket call goes: only its timeout is set, one system call per
+/// step of a request, not two.
+#[derive(Clone, Copy)]
+enum Way {
+    Send,
+    Receive,
+}
+
 impl Stream {
-    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
-            Stream::Tls(s) => {
+    fn set_timeout(&self, way: Way, t: Duration) -> std::io::Result<()> {
+        match (self, way) {
+            (Stream::Tcp(s), Way::Send) => s.set_write_timeout(Some(t)),
+            (Stream::Tcp(s), Way::Receive) => s.set_read_timeout(Some(t)),
+            (Stream::Unix(s), Way::Send) => s.set_write_timeout(Some(t)),
+            (Stream::Unix(s), Way::Receive) => s.set_read_timeout(Some(t)),
+            // TLS may read while it writes and write while it reads (alerts, key updates).
+            (Stream::Tls(s), _) => {
                 s.sock.set_read_timeout(Some(t))?;
                 s.sock.set_write_timeout(Some(t))
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
             }
         }
     }
@@ -250,13 +255,13 @@ impl Conn {
         }
         let io = io_fault;
         let w = self.io.get_mut();
-        w.set_timeouts(remaining(deadline)).map_err(io)?;
+        w.set_timeout(Way::Send, remaining(deadline)).map_err(io)?;
         w.write_all(&out).and_then(|()| w.flush()).map_err(io)?;
         let mut replies = Vec::with_capacity(cmds.len());
         for _ in cmds {
             self.io
                 .get_ref()
-                .set_timeouts(remaining(deadline))
+                .set_timeout(Way::Receive, remaining(deadline))
                 .map_err(io)?;
             match self.parser.parse_value(&mut self.io) {
                 Ok(v) => replies.push(v),
