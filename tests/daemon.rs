@@ -181,19 +181,7 @@ impl Client {
 
     /// Reads one postscreen reply: its lines up to the empty line.
     fn postscreen_reply(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let mut l = String::new();
-            assert!(
-                self.reader.read_line(&mut l).unwrap() > 0,
-                "connection closed"
-            );
-            let l = l.strip_suffix('\n').expect("unterminated line").to_string();
-            if l.is_empty() {
-                return lines;
-            }
-            lines.push(l);
-        }
+        common::read_block(&mut self.reader)
     }
 
     fn postscreen(&mut self, block: &str) -> Vec<String> {

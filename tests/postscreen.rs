@@ -110,19 +110,7 @@ impl Postscreen {
     /// Sends a block and reads the reply's lines up to the empty line.
     fn send(&mut self, block: &str) -> Vec<String> {
         self.writer.write_all(block.as_bytes()).unwrap();
-        let mut lines = Vec::new();
-        loop {
-            let mut l = String::new();
-            assert!(
-                self.reader.read_line(&mut l).unwrap() > 0,
-                "connection closed"
-            );
-            let l = l.strip_suffix('\n').expect("unterminated line").to_string();
-            if l.is_empty() {
-                return lines;
-            }
-            lines.push(l);
-        }
+        common::read_block(&mut self.reader)
     }
 
     fn ask(&mut self, client: &str) -> Vec<String> {

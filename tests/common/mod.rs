@@ -217,6 +217,21 @@ pub fn read_reply<R: BufRead>(r: &mut R) -> String {
     action.strip_suffix('\n').unwrap().to_string()
 }
 
+/// Reads the lines of one reply block up to its empty line (postscreen replies have
+/// several); a closed connection or an unterminated line fails the test.
+pub fn read_block<R: BufRead>(r: &mut R) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        assert!(r.read_line(&mut l).unwrap() > 0, "connection closed");
+        let l = l.strip_suffix('\n').expect("unterminated line").to_string();
+        if l.is_empty() {
+            return lines;
+        }
+        lines.push(l);
+    }
+}
+
 /// Runs greyspf on `input` with a deadline; returns (exit code, stdout, stderr).
 pub fn run_stream(args: &[String], input: &[u8]) -> (i32, Vec<u8>, String) {
     let mut child = spawn(args);
