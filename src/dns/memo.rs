@@ -205,7 +205,13 @@ mod tests {
                     .await
                     .unwrap_or(gave_up.clone())
             }),
-            boxed(memo.answer(1, "host.example", || asked(&count, 2))),
+            // Bounded, so that a lookup left waiting for the gone asker fails the test.
+            boxed(async {
+                let waiting = memo.answer(1, "host.example", || asked(&count, 2));
+                tokio::time::timeout(Duration::from_millis(500), waiting)
+                    .await
+                    .unwrap_or(Answer::Failed("left waiting".to_string()))
+            }),
         ]));
         assert_eq!(answers, [gave_up, Answer::Found(vec![2])]);
         assert_eq!(count.get(), 2);
