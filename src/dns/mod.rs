@@ -1,13 +1,15 @@
 //! The one DNS client of greyspf: UDP queries from a fresh socket each (`udp`), mail-auth's
 //! hickory resolver for what UDP cannot finish (TCP after truncation), and a compact
 //! per-process answer cache (`cache`). SPF, and anything else that asks the DNS, goes
-//! through a `Lookup` bounded by its caller's deadline.
+//! through a `Lookup` bounded by its caller's deadline; the lookups of one `Lookup` that ask
+//! the same question share one query and its answer (`memo`).
 //!
 //! Answers are tied to their question: only records owned by the name asked, or by the end
 //! of its CNAME chain, are taken.
 
 mod answer;
 mod cache;
+mod memo;
 mod udp;
 
 use std::cell::RefCell;
@@ -26,6 +28,7 @@ use mail_auth::hickory_resolver::system_conf::read_system_conf;
 
 pub use answer::Answer;
 use cache::{AnswerCache, Weight};
+use memo::Memo;
 
 /// How to reach the DNS.
 #[derive(Debug, Clone)]
@@ -104,6 +107,7 @@ impl DnsClient {
         Lookup {
             client: self,
             deadline,
+            memo: Memo::new(),
         }
     }
 }
@@ -176,17 +180,32 @@ fn tune_resolver(options: &mut ResolverOpts, deadline: Duration) {
     options.cache_size = 0;
 }
 
-/// The client as one evaluation sees it: every query it makes ends by `deadline`.
+/// The client as one evaluation sees it: every query it makes ends by `deadline`, and each
+/// question is asked once.
 pub struct Lookup<'a> {
     client: &'a DnsClient,
     /// The evaluation's deadline: queries are sent again until then, not after.
     deadline: tokio::time::Instant,
+    /// The evaluation's answers so far, and its questions in flight.
+    memo: Memo,
 }
 
 impl Lookup<'_> {
-    /// A cached answer when there is a valid one, otherwise a query whose answer is kept
-    /// for its TTL (a void answer for the SOA's negative TTL; without one, not at all).
-    async fn lookup<T: Clone + Weight>(
+    /// The answer this evaluation already has or is waiting for; else a cached answer when
+    /// there is a valid one, otherwise a query whose answer is kept for its TTL (a void
+    /// answer for the SOA's negative TTL; without one, not at all).
+    async fn lookup<T: Clone + Weight + 'static>(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        cache: fn(&mut Caches) -> &mut AnswerCache<T>,
+        extract: impl Fn(&RData) -> Option<T>,
+    ) -> Answer<T> {
+        let ask = || self.cached_or_asked(name, record_type, cache, extract);
+        self.memo.answer(u16::from(record_type), name, ask).await
+    }
+
+    async fn cached_or_asked<T: Clone + Weight>(
         &self,
         name: &str,
         record_type: RecordType,
