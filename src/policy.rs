@@ -235,7 +235,7 @@ pub fn decide(
         e.log_fields(&mut out.fields);
     }
     if let Some(sc) = &scored {
-        score_log_fields(sc, &mut out.fields);
+        out.fields.extend(sc.log_fields());
     }
     msg.spf = spf_eval;
     msg.score = scored;
@@ -439,10 +439,6 @@ fn score_header(s: &PolicySettings, sc: &Scored, msg: &mut MessageState) -> Opti
         crate::VERSION,
         s.hostname
     ))
-}
-
-fn score_log_fields(sc: &Scored, fields: &mut Vec<(&'static str, String)>) {
-    fields.extend(sc.log_fields());
 }
 
 /// Greylisting, with the whitelists first.
@@ -836,20 +832,7 @@ mod tests {
         p.score = Some(ScoreSettings {
             dnsbl: score::parse_zones("bl.example=4.5 bl2.example=3.5").unwrap(),
             rhsbl: vec![],
-            weights: score::Weights {
-                no_ptr: 2.5,
-                ptr_unconfirmed: 1.5,
-                ptr_dynamic: 2.5,
-                helo_literal: 2.5,
-                helo_not_fqdn: 1.5,
-                helo_unresolvable: 1.5,
-                helo_is_client: -1.5,
-                helo_ours: 4.0,
-                sender_unroutable: 2.5,
-                spf_pass: -1.5,
-                spf_fail: 3.0,
-                spf_softfail: 1.5,
-            },
+            weights: score::Weights::for_tests(),
             dynamic_patterns: vec![],
             greylist_threshold: 2.0,
             reject_threshold: 8.0,

@@ -122,13 +122,12 @@ fn corrupt_copies(state: &Path) -> Vec<String> {
 
 const STORE_DOWN: &str = "DEFER_IF_PERMIT store unavailable";
 
-#[test]
-fn a_full_disk_keeps_the_store_and_its_triplets() {
-    if !have_root("a_full_disk_keeps_the_store_and_its_triplets") {
-        return;
-    }
-    let t = TestDir::new("full");
-    let _tmpfs = Tmpfs::mount(&t.state(), "8m");
+/// A state directory on an 8 MB tmpfs, a triplet greylisted through a session, then the
+/// disk filled to the last byte once the delay and a flush have passed (the triplet is on
+/// disk). The tmpfs guard comes before the session, so that it is dropped after it.
+fn greylisted_then_disk_full(name: &str) -> (TestDir, Tmpfs, Vec<String>, String, Session) {
+    let t = TestDir::new(name);
+    let tmpfs = Tmpfs::mount(&t.state(), "8m");
     let args = t.args(&[
         "greylist_delay=1s",
         "greylist_auto_whitelist_clients=0",
@@ -139,9 +138,17 @@ fn a_full_disk_keeps_the_store_and_its_triplets() {
     let a = request("192.0.2.1", "a@example.org", "b@example.com", "m1");
     let mut s = Session::start(&args);
     assert_eq!(s.ask(&a), GREYLISTED);
-    // Past the delay, and past a flush: the triplet is on disk.
     sleep(1500);
     fill(&t.state().join("filler"));
+    (t, tmpfs, args, a, s)
+}
+
+#[test]
+fn a_full_disk_keeps_the_store_and_its_triplets() {
+    if !have_root("a_full_disk_keeps_the_store_and_its_triplets") {
+        return;
+    }
+    let (t, _tmpfs, args, a, s) = greylisted_then_disk_full("full");
     let keepers = t.keeper_pids();
     assert_eq!(keepers.len(), 1);
     kill9(keepers[0]);
@@ -630,20 +637,7 @@ fn a_disk_that_fills_under_a_running_keeper_recovers() {
     if !have_root("a_disk_that_fills_under_a_running_keeper_recovers") {
         return;
     }
-    let t = TestDir::new("fullrun");
-    let _tmpfs = Tmpfs::mount(&t.state(), "8m");
-    let args = t.args(&[
-        "greylist_delay=1s",
-        "greylist_auto_whitelist_clients=0",
-        "store_flush_interval=100ms",
-        "keeper_idle_timeout=60s",
-        &format!("store_failure_action={STORE_DOWN}"),
-    ]);
-    let a = request("192.0.2.1", "a@example.org", "b@example.com", "m1");
-    let mut s = Session::start(&args);
-    assert_eq!(s.ask(&a), GREYLISTED);
-    sleep(1500);
-    fill(&t.state().join("filler"));
+    let (t, _tmpfs, args, a, mut s) = greylisted_then_disk_full("fullrun");
     // sled takes new triplets in memory until a flush fails; from then on the answers are
     // the configured ones, and the keeper leaves.
     let mut replies = std::collections::BTreeMap::new();

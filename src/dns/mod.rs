@@ -13,6 +13,7 @@ mod memo;
 mod udp;
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -411,20 +412,31 @@ fn host_name(name: &Name) -> String {
 
 /// The in-addr.arpa or ip6.arpa name of an address, without the trailing dot.
 fn reverse_name(ip: IpAddr) -> String {
+    let zone = if ip.is_ipv4() {
+        "in-addr.arpa"
+    } else {
+        "ip6.arpa"
+    };
+    reversed_under(ip, zone)
+}
+
+/// An address as DNS names it under `zone` (the reverse zones, DNS lists): its octets
+/// (IPv4) or nibbles (IPv6) in reverse order, without the trailing dot.
+pub fn reversed_under(ip: IpAddr, zone: &str) -> String {
+    let mut name = String::with_capacity(64 + zone.len());
     match ip {
         IpAddr::V4(ip) => {
             let [a, b, c, d] = ip.octets();
-            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+            let _ = write!(name, "{d}.{c}.{b}.{a}.");
         }
         IpAddr::V6(ip) => {
-            let mut name = String::with_capacity(72);
             for byte in ip.octets().iter().rev() {
-                name.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
+                let _ = write!(name, "{:x}.{:x}.", byte & 0x0f, byte >> 4);
             }
-            name.push_str("ip6.arpa");
-            name
         }
     }
+    name.push_str(zone);
+    name
 }
 
 #[cfg(test)]

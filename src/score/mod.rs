@@ -64,6 +64,27 @@ pub struct Weights {
     pub spf_softfail: f64,
 }
 
+#[cfg(test)]
+impl Weights {
+    /// The weights the unit tests score with: the shipped defaults of greyspf.conf(5).
+    pub(crate) fn for_tests() -> Weights {
+        Weights {
+            no_ptr: 2.5,
+            ptr_unconfirmed: 1.5,
+            ptr_dynamic: 2.5,
+            helo_literal: 2.5,
+            helo_not_fqdn: 1.5,
+            helo_unresolvable: 1.5,
+            helo_is_client: -1.5,
+            helo_ours: 4.0,
+            sender_unroutable: 2.5,
+            spf_pass: -1.5,
+            spf_fail: 3.0,
+            spf_softfail: 1.5,
+        }
+    }
+}
+
 /// What scoring needs of the configuration; the composition root builds it.
 #[derive(Debug, Clone)]
 pub struct ScoreSettings {
@@ -636,22 +657,9 @@ pub fn parse_patterns(text: &str) -> Result<Vec<Pattern>, String> {
 }
 
 /// The DNS list name for an address: the reversed octets (IPv4) or nibbles (IPv6) under
-/// the zone.
+/// the zone; an IPv4-mapped IPv6 address is listed as the IPv4 address it is.
 pub fn list_name(ip: IpAddr, zone: &str) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            format!("{d}.{c}.{b}.{a}.{zone}")
-        }
-        IpAddr::V6(v6) => {
-            let mut name = String::with_capacity(64 + zone.len());
-            for byte in v6.octets().iter().rev() {
-                name.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
-            }
-            name.push_str(zone);
-            name
-        }
-    }
+    crate::dns::reversed_under(ip.to_canonical(), zone)
 }
 
 #[cfg(test)]
