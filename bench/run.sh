@@ -85,6 +85,8 @@ POLW_CONF=
 # Subnets added to dnsmasq's auth-zone (",NET,NET..."): it then answers the reverse zones
 # of those networks authoritatively, also to queries without recursion (policyd-weight's).
 AUTH_SUBNETS=
+# The zones nsd serves, each from $WORK/ZONE.zone (the scoring tables add reverse zones).
+NSD_ZONES=example
 # A UDP syslog sink in the namespace, for policyd-weight.
 SYSLOG_SINK_PID=
 
@@ -169,6 +171,9 @@ add_greyspf_score() {
 # Its defaults, with the benchmark's lists for its DNSBL checks, the namespace's
 # nameserver, and syslog over UDP (nothing listens in the namespace; there is no /dev/log
 # to rely on). Its cache daemon's socket and lock go under the work directory.
+# $1: "cold" stops its cache daemon before each start, so that a run begins with no client
+# known, as each greyspf run does; "warm" keeps the cache daemon, and with it the answers
+# of the run before (the same stream), as a long-running installation would.
 add_policyd_weight() {
     local program=/usr/sbin/policyd-weight
     if [ ! -x "$program" ] || ! id polw >/dev/null 2>&1 || [ -z "$SYSLOG_SINK_PID" ]; then
@@ -196,7 +201,14 @@ CONF
     # As its own user, as master.cf's user=polw would run it: as root it refuses to start
     # its cache daemon, and pays a second for each try.
     POLW_CONF=$WORK/policyd-weight.conf
-    POLICIES+=(--policy "policyd-weight=$POLW_AS $program -f $POLW_CONF")
+    POLICIES+=(--policy "policyd-weight-$1=$POLW_AS $program -f $POLW_CONF")
+    if [ "$1" = cold ]; then
+        # -k stops the cache daemon (its status is not the point: none may be running).
+        printf '#!/bin/sh\n%s -f %s -k\nexit 0\n' "$POLW_AS $program" "$POLW_CONF" \
+            >"$WORK/policyd-weight-cold.sh"
+        chmod 755 "$WORK/policyd-weight-cold.sh"
+        POLICIES+=(--prepare "policyd-weight-cold=$WORK/policyd-weight-cold.sh")
+    fi
 }
 
 # postfix-policyd-spf-python with the configuration its Debian package installs, written
@@ -326,7 +338,12 @@ start_netns() {
             "  zonelistfile: \"$WORK/nsd.zonelist\"" "  xfrdfile: \"$WORK/nsd.xfrd\"" \
             "  xfrdir: \"$WORK\"" "  pidfile: \"$WORK/nsd.pid\"" "  logfile: \"$WORK/nsd.log\"" \
             'remote-control:' '  control-enable: no' \
-            'zone:' '  name: "example"' '  zonefile: "example.zone"' >"$WORK/nsd.conf"
+            >"$WORK/nsd.conf"
+        local zone
+        for zone in $NSD_ZONES; do
+            printf '%s\n' 'zone:' "  name: \"$zone\"" "  zonefile: \"$zone.zone\"" \
+                >>"$WORK/nsd.conf"
+        done
         ip netns exec "$NETNS" "${pin[@]}" nsd -d -c "$WORK/nsd.conf" &
     else
         # dnsmasq: no upstream, no hosts file; txt-record and host-record lines.
@@ -489,39 +506,64 @@ authoritatively (record TTL 300 s, negative TTL 300 s)."
 # (bench/score_zone.py). dnsmasq only: the records span the reverse zones as well.
 score_tables() {
     python3 bench/spf_zone.py --seed "$SEED" --domains "$SPF_DOMAINS" \
-        --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone"
+        --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone" \
+        --zone-file "$WORK/example.zone"
     python3 bench/gen_requests.py --seed "$SEED" --requests "$SCORE_REQUESTS" \
         --spf-domains "$WORK/spf.domains" >"$WORK/score.txt"
-    python3 bench/score_zone.py --seed "$SEED" --requests "$WORK/score.txt" >>"$WORK/spf.zone"
+    # The stream as smtpd would send it for this DNS data: its client names agree with the
+    # reverse DNS, which greyspf and policyd-weight both take from the request.
+    python3 bench/score_zone.py --seed "$SEED" --requests "$WORK/score.txt" \
+        --postfix-names "$WORK/score-postfix.txt" --zone-file "$WORK/example.zone" \
+        --reverse-zones "$WORK" >>"$WORK/spf.zone"
+    mv "$WORK/score-postfix.txt" "$WORK/score.txt"
+    local server
+    for server in $NAMESERVERS; do
+        score_tables_with "$server"
+    done
+}
+
+# The scoring tables against one nameserver: dnsmasq answers a list or PTR query in about
+# 60 µs of the shared CPU with this many records (it walks its record lines), nsd from
+# indexed zones (the example zone and the two reverse zones of the clients).
+score_tables_with() {
+    local server=$1 suffix=
+    [ "$server" = nsd ] || suffix=-$server
     AUTH_SUBNETS=,10.0.0.0/8,2001:db8::/32,127.0.0.0/8
-    start_netns dnsmasq || return 0
+    NSD_ZONES="example 10.in-addr.arpa 8.b.d.0.1.0.0.2.ip6.arpa"
+    start_netns "$server" || return 0
     AUTH_SUBNETS=
+    NSD_ZONES=example
     if command -v socat >/dev/null; then
         ip netns exec "$NETNS" socat -u UDP-RECV:514,bind=127.0.0.1 OPEN:/dev/null &
         SYSLOG_SINK_PID=$!
     fi
     note "Scoring stream: $SCORE_REQUESTS requests (seed $SEED) of the SPF stream's kind; per \
 client (bench/score_zone.py) half servers with forward-confirmed reverse DNS, a fifth dynamic-looking, \
-the rest without reverse DNS; 10 % on bl1, 5 % on bl2, 5 % on the allow list wl. One dnsmasq \
-on the loopback of a private network namespace answers every policy."
+the rest without reverse DNS, the client names in the requests as smtpd would send them; 10 % on \
+bl1, 5 % on bl2, 5 % on the allow list wl. One $server on the loopback of a private network \
+namespace answers every policy. policyd-weight-cold has its cache daemon stopped before each \
+run, so that it starts with no client known, as every greyspf run does; policyd-weight-warm \
+runs next, on the cache daemon that holds the answers of that run (the same stream)."
     IN_NETNS=(ip netns exec "$NETNS")
 
     POLICIES=()
-    add_greyspf_score greyspf-score "$WORK/state/score-{run}" prepare
-    add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf-{run}" greylist prepare
-    add_policyd_weight
+    add_greyspf_score greyspf-score "$WORK/state/score$suffix-{run}" prepare
+    add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf$suffix-{run}" greylist prepare
+    # Cold first: the warm rows run right after it on the cache it filled.
+    add_policyd_weight cold
+    add_policyd_weight warm
     add_null
-    table "Scoring stream (dnsmasq), one process, $RUNS runs (+$WARMUP warm-up), interleaved" \
-        score-stream.json --requests "$WORK/score.txt" --runs "$RUNS" --warmup "$WARMUP" \
-        "${POLICIES[@]}"
+    table "Scoring stream ($server), one process, $RUNS runs (+$WARMUP warm-up), interleaved" \
+        "score-stream$suffix.json" --requests "$WORK/score.txt" --runs "$RUNS" \
+        --warmup "$WARMUP" "${POLICIES[@]}"
 
     POLICIES=()
-    add_greyspf_score greyspf-score "$WORK/state/score-spawn"
-    add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf-spawn" greylist
-    add_policyd_weight
+    add_greyspf_score greyspf-score "$WORK/state/score-spawn$suffix"
+    add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf-spawn$suffix" greylist
+    add_policyd_weight warm
     add_null
-    table "Scoring start-up (dnsmasq): spawn to first reply, $SPAWNS processes (+$WARMUP warm-up)" \
-        score-spawn.json --requests "$WORK/score.txt" --first-reply-only "$SPAWNS" \
+    table "Scoring start-up ($server): spawn to first reply, $SPAWNS processes (+$WARMUP warm-up)" \
+        "score-spawn$suffix.json" --requests "$WORK/score.txt" --first-reply-only "$SPAWNS" \
         --warmup "$WARMUP" "${POLICIES[@]}"
     IN_NETNS=()
     cleanup

@@ -580,6 +580,7 @@ fn check(cfg: &Config, a: CheckArgs) -> i32 {
         protocol_state: a.protocol_state,
         client_address: a.client_address,
         client_name: a.client_name,
+        reverse_client_name: a.reverse_client_name,
         helo_name: a.helo,
         sender: a.sender,
         recipient: a.recipient,
@@ -687,6 +688,7 @@ fn print_score(
         sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
         server_address: None,
         spf: spf_result,
+        rdns: crate::score::KnownRdns::from_postfix(&req.client_name, &req.reverse_client_name),
     };
     let settings = score_settings(cfg);
     let scored = crate::score::evaluate(&settings, &subject, &score.facts(&subject));

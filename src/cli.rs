@@ -115,6 +115,13 @@ pub struct CheckArgs {
     /// Verified client host name
     #[arg(long = "client-name", value_name = "NAME", default_value = "unknown")]
     pub client_name: String,
+    /// Client host name from the PTR record, verified or not
+    #[arg(
+        long = "reverse-client-name",
+        value_name = "NAME",
+        default_value = "unknown"
+    )]
+    pub reverse_client_name: String,
     /// HELO/EHLO name
     #[arg(long = "helo", value_name = "NAME", default_value = "")]
     pub helo: String,

@@ -12,7 +12,7 @@ use crate::greylist::whitelist::Whitelists;
 use crate::greylist::{GreyQuery, Greylister};
 use crate::net::{self, Network};
 use crate::protocol::Request;
-use crate::score::{self, Level, Score, ScoreSettings, Scored, Subject, Weight};
+use crate::score::{self, KnownRdns, Level, Score, ScoreSettings, Scored, Subject, Weight};
 use crate::spf::{Identity, Spf, SpfOutcome, SpfResult};
 
 /// What the pipeline needs of the configuration; the composition root builds it.
@@ -374,6 +374,7 @@ fn score_step(
             sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
             server_address: req.server_address.parse().ok(),
             spf: spf.and_then(SpfEval::message_result),
+            rdns: KnownRdns::from_postfix(&req.client_name, &req.reverse_client_name),
         };
         let facts = score.facts(&subject);
         let scored = score::evaluate(settings, &subject, &facts);

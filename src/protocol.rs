@@ -18,6 +18,8 @@ pub struct Request {
     pub protocol_state: String,
     pub client_address: String,
     pub client_name: String,
+    /// The client's PTR name, verified or not ("unknown" for none; Postfix 2.9 and later).
+    pub reverse_client_name: String,
     pub helo_name: String,
     pub sender: String,
     pub recipient: String,
@@ -182,6 +184,7 @@ fn parse_attr(line: &[u8], req: &mut Request) -> Result<(), String> {
         b"protocol_state" => (&mut req.protocol_state, "protocol_state"),
         b"client_address" => (&mut req.client_address, "client_address"),
         b"client_name" => (&mut req.client_name, "client_name"),
+        b"reverse_client_name" => (&mut req.reverse_client_name, "reverse_client_name"),
         b"helo_name" => (&mut req.helo_name, "helo_name"),
         b"sender" => (&mut req.sender, "sender"),
         b"recipient" => (&mut req.recipient, "recipient"),

@@ -639,7 +639,7 @@ fn odd_bytes_are_decided_normally() {
     let warn = t.wait_log("invalid UTF-8 in", 2);
     assert_eq!(
         warn[0].split("warning: ").nth(1).unwrap(),
-        "invalid UTF-8 in sender, queue_id: decoded lossily, request decided"
+        "invalid UTF-8 in reverse_client_name, sender, queue_id: decoded lossily, request decided"
     );
     assert!(t.wait_log("reason=new", 1)[0].contains("sender=a\u{fffd}@example.org"));
     assert_eq!(t.wait_log("reason=early-retry", 1).len(), 1);

@@ -188,6 +188,78 @@ fn each_question_of_one_evaluation_is_asked_once() {
     assert_eq!(s.finish().0, 0);
 }
 
+/// The reverse DNS that smtpd found comes with the request (`client_name`, verified, and
+/// `reverse_client_name`): greyspf takes it and asks for none of it again. A verified
+/// name that is also the HELO name answers the HELO checks too.
+#[test]
+fn the_reverse_dns_postfix_found_is_not_asked_again() {
+    let dns = DnsServer::start(zone());
+    let t = TestDir::new("sc-pfname");
+    let mut s = Session::start(&args(&t, &dns, &[]));
+    let confirmed = req(
+        "192.0.2.10",
+        "mail.example.com",
+        "a@example.com",
+        "b@example.net",
+        "m1",
+    )
+    .replace("client_name=unknown", "client_name=mail.example.com")
+    .replace(
+        "reverse_client_name=unknown",
+        "reverse_client_name=mail.example.com",
+    );
+    assert_eq!(s.ask(&confirmed), "DUNNO");
+    let mut asked = dns.described_queries();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "A 10.2.0.192.bl1.test",
+            "A 10.2.0.192.bl2.test",
+            "A 10.2.0.192.wl.test",
+            "MX example.com",
+        ]
+    );
+    // A dynamic-looking PTR name that smtpd could not confirm: no PTR query either, and
+    // the HELO, not confirmed by smtpd, is looked up as usual.
+    let name = "dsl-203-0-113-5.pool.isp.test";
+    let unconfirmed = req("203.0.113.5", name, "x@isp.test", "c@example.net", "m2").replace(
+        "reverse_client_name=unknown",
+        &format!("reverse_client_name={name}"),
+    );
+    assert_eq!(s.ask(&unconfirmed), GREYLISTED);
+    let mut asked: Vec<String> = dns.described_queries().split_off(4);
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "A 5.113.0.203.bl1.test",
+            "A 5.113.0.203.bl2.test",
+            "A 5.113.0.203.wl.test",
+            "A dsl-203-0-113-5.pool.isp.test",
+            "AAAA dsl-203-0-113-5.pool.isp.test",
+            "MX isp.test",
+        ]
+    );
+    assert_eq!(
+        decision_lines(&t, "192.0.2.10", 1),
+        [
+            "action=pass, reason=score, score=-1.5, score_hits=helo_is_client(-1.5), \
+          client_name=mail.example.com, client_address=192.0.2.10, sender=a@example.com, \
+          recipient=b@example.net"
+        ]
+    );
+    assert_eq!(
+        decision_lines(&t, "203.0.113.5", 1),
+        [
+            "action=greylist, reason=new, remaining=300, score=7, score_hits=dnsbl:bl1.test(4.5) \
+          ptr_unconfirmed(1.5) ptr_dynamic(2.5) helo_is_client(-1.5), client_name=unknown, \
+          client_address=203.0.113.5, sender=x@isp.test, recipient=c@example.net"
+        ]
+    );
+    assert_eq!(s.finish().0, 0);
+}
+
 #[test]
 fn two_lists_and_no_ptr_are_rejected_with_the_hits_named() {
     let dns = DnsServer::start(zone());

@@ -11,7 +11,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::{Facts, Listing, Probe, Score, ScoreSettings, Subject, is_error_code, is_fqdn};
+use super::{
+    Facts, Listing, Probe, Score, ScoreSettings, Subject, Weights, is_error_code, is_fqdn,
+};
 use crate::dns::{Answer, DnsClient, Lookup, SharedDns};
 
 /// A list that failed this many evaluations in a row is rested...
@@ -72,7 +74,12 @@ impl ScoreChecker {
     }
 
     /// Every lookup of one evaluation, each with its result should the deadline come first.
-    fn jobs<'a>(&'a self, lookup: &'a Lookup<'a>, subject: &Subject<'_>) -> Vec<Pending<'a>> {
+    fn jobs<'a>(
+        &'a self,
+        lookup: &'a Lookup<'a>,
+        subject: &Subject<'_>,
+        known: &Known,
+    ) -> Vec<Pending<'a>> {
         let late = format!("no answer within {} ms", self.settings.timeout.as_millis());
         let helo = subject.helo.trim_end_matches('.').to_ascii_lowercase();
         let helo = Some(helo).filter(|h| is_fqdn(h));
@@ -81,7 +88,7 @@ impl ScoreChecker {
             .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
             .filter(|d| is_fqdn(d));
         let mut jobs = self.list_jobs(lookup, subject.ip.to_canonical(), &sender, &helo, &late);
-        jobs.extend(self.host_jobs(lookup, subject.ip.to_canonical(), sender, helo, late));
+        jobs.extend(self.host_jobs(lookup, subject.ip.to_canonical(), known, sender, helo, late));
         jobs
     }
 
@@ -128,24 +135,26 @@ impl ScoreChecker {
     }
 
     /// The lookups of the checks that are on: the client's PTR names, the HELO name's
-    /// addresses, the sender domain's MX (or A).
+    /// addresses, the sender domain's MX (or A); none for what Postfix already found.
     fn host_jobs<'a>(
         &'a self,
         lookup: &'a Lookup<'a>,
         ip: IpAddr,
+        known: &Known,
         sender: Option<String>,
         helo: Option<String>,
         late: String,
     ) -> Vec<Pending<'a>> {
         let w = &self.settings.weights;
         let mut jobs: Vec<Pending<'a>> = Vec::new();
-        if w.no_ptr != 0.0 || w.ptr_unconfirmed != 0.0 || w.ptr_dynamic != 0.0 {
+        if ptr_wanted(w) && known.ptr.is_none() {
             jobs.push((
                 Box::pin(async move { Job::Ptr(ptr(lookup, ip).await) }),
                 Job::Ptr(Probe::Failed(late.clone())),
             ));
         }
-        if let Some(h) = helo.filter(|_| w.helo_unresolvable != 0.0 || w.helo_is_client != 0.0) {
+        let helo = helo.filter(|_| helo_wanted(w) && known.helo.is_none());
+        if let Some(h) = helo {
             jobs.push((
                 Box::pin(async move { Job::Helo(addresses(lookup, &h).await) }),
                 Job::Helo(Probe::Failed(late.clone())),
@@ -239,13 +248,47 @@ impl Score for ScoreChecker {
     fn facts(&self, subject: &Subject<'_>) -> Facts {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let lookup = self.dns.lookup(deadline);
-        let jobs = self.jobs(&lookup, subject);
+        let known = Known::of(subject, &self.settings);
+        let jobs = self.jobs(&lookup, subject, &known);
         let results = self.dns.block_on(join_all(
             jobs.into_iter()
                 .map(|(job, late)| bounded(deadline, job, late))
                 .collect(),
         ));
-        self.collect(results)
+        let mut facts = self.collect(results);
+        if let Some(p) = known.ptr {
+            facts.ptr = p;
+        }
+        if let Some(p) = known.helo {
+            facts.helo_addresses = p;
+        }
+        facts
+    }
+}
+
+fn ptr_wanted(w: &Weights) -> bool {
+    w.no_ptr != 0.0 || w.ptr_unconfirmed != 0.0 || w.ptr_dynamic != 0.0
+}
+
+fn helo_wanted(w: &Weights) -> bool {
+    w.helo_unresolvable != 0.0 || w.helo_is_client != 0.0
+}
+
+/// The facts Postfix's reverse DNS already gives, for the checks that are on.
+struct Known {
+    ptr: Option<Probe<Vec<(String, bool)>>>,
+    helo: Option<Probe<Vec<IpAddr>>>,
+}
+
+impl Known {
+    fn of(subject: &Subject<'_>, s: &ScoreSettings) -> Known {
+        let w = &s.weights;
+        Known {
+            ptr: subject.rdns.ptr().filter(|_| ptr_wanted(w)),
+            helo: (is_fqdn(subject.helo) && helo_wanted(w))
+                .then(|| subject.rdns.helo_addresses(subject.helo, subject.ip))
+                .flatten(),
+        }
     }
 }
 

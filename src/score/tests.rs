@@ -25,6 +25,7 @@ fn subject(helo: &str) -> Subject<'_> {
         sender_domain: Some("example.org"),
         server_address: Some("192.0.2.1".parse().unwrap()),
         spf: None,
+        rdns: KnownRdns::Unknown,
     }
 }
 
@@ -257,6 +258,7 @@ fn client_only_counts_what_the_address_alone_shows() {
         sender_domain: None,
         server_address: None,
         spf: Some(SpfResult::Fail),
+        rdns: KnownRdns::Unknown,
     };
     let mut facts = Facts::none();
     facts.dnsbl = vec![
@@ -296,4 +298,36 @@ fn client_only_counts_what_the_address_alone_shows() {
             )
         ]
     );
+}
+
+#[test]
+fn postfix_names_give_the_reverse_dns_facts() {
+    let ip: IpAddr = "203.0.113.5".parse().unwrap();
+    assert_eq!(
+        KnownRdns::from_postfix("unknown", "unknown"),
+        KnownRdns::Unknown
+    );
+    assert_eq!(KnownRdns::from_postfix("", ""), KnownRdns::Unknown);
+    let confirmed = KnownRdns::from_postfix("Mail.Example.COM.", "mail.example.com");
+    assert_eq!(confirmed, KnownRdns::Confirmed("Mail.Example.COM."));
+    assert_eq!(
+        confirmed.ptr(),
+        Some(Probe::Answer(vec![("mail.example.com".to_string(), true)]))
+    );
+    assert_eq!(
+        confirmed.helo_addresses("mail.example.com", ip),
+        Some(Probe::Answer(vec![ip]))
+    );
+    assert_eq!(confirmed.helo_addresses("other.example.com", ip), None);
+    let unconfirmed = KnownRdns::from_postfix("unknown", "dsl-5.pool.isp.test");
+    assert_eq!(
+        unconfirmed.ptr(),
+        Some(Probe::Answer(vec![(
+            "dsl-5.pool.isp.test".to_string(),
+            false
+        )]))
+    );
+    // A name that does not lead back says nothing of the HELO's addresses.
+    assert_eq!(unconfirmed.helo_addresses("dsl-5.pool.isp.test", ip), None);
+    assert_eq!(KnownRdns::Unknown.ptr(), None);
 }

@@ -19,7 +19,7 @@ use crate::greylist::{ClientStanding, Greylister};
 use crate::logging;
 use crate::protocol::{MAX_ATTRS, MAX_LINE, ProtocolError};
 use crate::score::dns::LazyScore;
-use crate::score::{Score, ScoreSettings, Scored, Subject};
+use crate::score::{KnownRdns, Score, ScoreSettings, Scored, Subject};
 
 /// What the callout needs; the composition root builds it from the configuration.
 #[derive(Debug, Clone)]
@@ -251,6 +251,8 @@ impl<'a> Scorer<'a> {
             sender_domain: None,
             server_address: None,
             spf: None,
+            // postscreen runs before smtpd has looked anything up.
+            rdns: KnownRdns::Unknown,
         };
         let facts = self.lookups.facts(&subject);
         crate::score::evaluate(&self.settings, &subject, &facts)
