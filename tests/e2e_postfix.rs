@@ -863,6 +863,16 @@ fn scoring_accepts_a_well_run_server_at_once() {
         lines[0].contains("score=-3, score_hits=helo_is_client(-1.5) spf_pass(-1.5), client_name="),
         "{lines:#?}"
     );
+    // smtpd's verified name came with the request: greyspf asked no PTR of its own.
+    let queries = pf.dns().described_queries();
+    assert!(
+        !queries.iter().any(|q| q.starts_with("PTR ")),
+        "{queries:?}"
+    );
+    assert!(
+        queries.contains(&"A 10.2.0.192.bl1.test".to_string()),
+        "{queries:?}"
+    );
     pf.assert_logs_clean();
 }
 
@@ -914,8 +924,13 @@ fn scoring_rejects_a_client_on_two_lists_with_the_hits_named() {
     }
     assert_reply(s.data("unused"), "554 5.5.1 Error: no valid recipients");
     assert_reply(s.quit(), BYE);
-    // One evaluation for the message: each list was asked once.
+    // One evaluation for the message: each list was asked once. smtpd knew no name for
+    // the client, so greyspf asked for its PTR itself.
     let queries = pf.dns().described_queries();
+    assert!(
+        queries.contains(&"PTR 7.100.51.198.in-addr.arpa".to_string()),
+        "{queries:?}"
+    );
     let listed = queries
         .iter()
         .filter(|q| q.as_str() == "A 7.100.51.198.bl1.test")
