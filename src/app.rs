@@ -647,9 +647,7 @@ fn print_spf(out: &mut impl Write, cfg: &Config, req: &Request, spf: &crate::spf
     ) else {
         return;
     };
-    let helo = policy::spf_helo(checker, cfg.spf_helo_check, req, ip);
-    let mail_from =
-        (!req.sender.is_empty()).then(|| checker.mail_from(ip, &req.helo_name, &req.sender));
+    let (helo, mail_from) = policy::spf_identities(checker, cfg.spf_helo_check, req, ip);
     for (name, o) in [("spf_helo", helo), ("spf_mail_from", mail_from)] {
         let Some(o) = o else { continue };
         let _ = write!(out, "{name}={} domain={}", o.result, o.domain);

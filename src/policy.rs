@@ -304,16 +304,23 @@ fn spf_verdict(s: &PolicySettings, o: &SpfOutcome, ip: IpAddr) -> Option<(Action
     }
 }
 
-/// The HELO result of a request, if HELO checks are on: for the null sender it is the
-/// message's only identity, so it always has a result (RFC 7208 §2.4, §4.3).
-pub fn spf_helo(spf: &dyn Spf, helo_check: bool, req: &Request, ip: IpAddr) -> Option<SpfOutcome> {
-    if !helo_check {
-        None
-    } else if req.sender.is_empty() {
-        spf.null_sender(ip, &req.helo_name)
-    } else {
-        spf.helo(ip, &req.helo_name)
+/// The HELO and MAIL FROM results of a request. HELO only if HELO checks are on: for the
+/// null sender it is the message's only identity, so it always has a result (RFC 7208
+/// §2.4, §4.3). With a sender, both are checked at once.
+pub fn spf_identities(
+    spf: &dyn Spf,
+    helo_check: bool,
+    req: &Request,
+    ip: IpAddr,
+) -> (Option<SpfOutcome>, Option<SpfOutcome>) {
+    if req.sender.is_empty() {
+        let helo = helo_check
+            .then(|| spf.null_sender(ip, &req.helo_name))
+            .flatten();
+        return (helo, None);
     }
+    let (helo, mail_from) = spf.message(ip, &req.helo_name, &req.sender, helo_check);
+    (helo, Some(mail_from))
 }
 
 fn evaluate_spf(
@@ -323,9 +330,7 @@ fn evaluate_spf(
     ip: IpAddr,
     store: &mut dyn Greylister,
 ) -> SpfEval {
-    let helo = spf_helo(spf, s.spf_helo_check, req, ip);
-    let mail_from =
-        (!req.sender.is_empty()).then(|| spf.mail_from(ip, &req.helo_name, &req.sender));
+    let (helo, mail_from) = spf_identities(spf, s.spf_helo_check, req, ip);
     let mut verdict = None;
     for o in helo.iter().chain(mail_from.iter()) {
         let identity = match o.identity {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::{AuthenticationResults, ReceivedSpf, SpfOutput};
 
-use crate::dns::{Answer, DnsClient, DnsSettings, Lookup, SharedDns};
+use crate::dns::{Answer, DnsClient, DnsSettings, Lookup, SharedDns, join2};
 use eval::{Dns, Request};
 pub use types::{HeaderKind, Identity, SpfError, SpfOutcome, SpfResult};
 
@@ -51,6 +51,18 @@ pub trait Spf {
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
     /// The null sender's HELO identity: like `helo`, but `none` for a HELO it skips.
     fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
+    /// The MAIL FROM identity of a message and, with `with_helo`, its HELO identity; the
+    /// real checker runs both at once.
+    fn message(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+        with_helo: bool,
+    ) -> (Option<SpfOutcome>, SpfOutcome) {
+        let helo_outcome = with_helo.then(|| self.helo(ip, helo)).flatten();
+        (helo_outcome, self.mail_from(ip, helo, sender))
+    }
 }
 
 /// Checks SPF identities; built once per process and reused for every request.
@@ -80,19 +92,8 @@ impl SpfChecker {
 
     /// HELO identity; returns None when helo is empty or not a domain name (skip).
     pub fn check_helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
-        let domain = checkable_domain(helo)?;
-        let ip = ip.to_canonical();
-        let sender = format!("postmaster@{domain}");
-        let request = Request {
-            ip,
-            sender: &sender,
-            local_part: "postmaster",
-            sender_domain: &domain,
-            helo,
-            receiver: &self.settings.hostname,
-        };
-        let verdict = self.evaluate(&request, &domain);
-        Some(self.outcome(Identity::Helo, ip, helo, "", domain, verdict))
+        let target = Target::helo(helo)?;
+        Some(self.check(ip.to_canonical(), helo, None, target).1)
     }
 
     /// The null sender: `postmaster@<HELO>` (RFC 7208 §2.4), reported as the HELO identity.
@@ -108,49 +109,89 @@ impl SpfChecker {
 
     /// MAIL FROM identity; sender non-empty (the null sender is [`Self::check_null_sender`]).
     pub fn check_mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {
-        let ip = ip.to_canonical();
-        // RFC 7208 §4.3: an empty local part is "postmaster", and so is a missing one: a
-        // sender without "@" (`MAIL FROM:<example.com>`) is the domain, checked as
-        // postmaster@example.com, as pyspf and Mail::SPF do.
-        let (local_part, raw_domain) = sender.rsplit_once('@').unwrap_or(("", sender));
-        let local_part = if local_part.is_empty() {
-            "postmaster"
-        } else {
-            local_part
-        };
-        let Some(domain) = checkable_domain(raw_domain) else {
-            // A malformed domain is "none" without any lookup (RFC 7208 §4.3).
-            let domain = raw_domain.to_ascii_lowercase();
-            return self.outcome(Identity::MailFrom, ip, helo, sender, domain, none_verdict());
-        };
-        let full_sender = format!("{local_part}@{domain}");
-        let request = Request {
-            ip,
-            sender: &full_sender,
-            local_part,
-            sender_domain: &domain,
-            helo,
-            receiver: &self.settings.hostname,
-        };
-        let verdict = self.evaluate(&request, &domain);
-        self.outcome(Identity::MailFrom, ip, helo, sender, domain, verdict)
+        self.check_message(ip, helo, sender, false).1
     }
 
-    fn evaluate(&self, request: &Request<'_>, domain: &str) -> eval::Verdict {
-        let timeout = self.settings.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// The MAIL FROM identity of a message, and with `with_helo` its HELO identity, checked
+    /// at once: the reply waits for the longer of the two checks, not for their sum, and a
+    /// dead nameserver costs `timeout` once. They share one deadline and their answers.
+    pub fn check_message(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+        with_helo: bool,
+    ) -> (Option<SpfOutcome>, SpfOutcome) {
+        let ip = ip.to_canonical();
+        let helo_target = with_helo.then(|| Target::helo(helo)).flatten();
+        match Target::mail_from(sender) {
+            Ok(target) => self.check(ip, helo, helo_target, target),
+            // A malformed domain is "none" without any lookup (RFC 7208 §4.3).
+            Err(domain) => {
+                let verdict = none_verdict();
+                let none = self.outcome(Identity::MailFrom, ip, helo, sender, domain, verdict);
+                let helo_outcome = helo_target.map(|t| self.check(ip, helo, None, t).1);
+                (helo_outcome, none)
+            }
+        }
+    }
+
+    /// Evaluates `main`, and `also` beside it, at once under one deadline.
+    fn check(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        also: Option<Target>,
+        main: Target,
+    ) -> (Option<SpfOutcome>, SpfOutcome) {
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let lookup = SpfDns(self.dns.lookup(deadline));
-        self.dns.block_on(async {
-            // A query gives up at the deadline by itself; this bounds the rest (the
-            // resolver's TCP path), and the query's own failure is seen first.
-            tokio::time::timeout_at(deadline, eval::check_host(&lookup, request, domain))
-                .await
-                .unwrap_or_else(|_| eval::Verdict {
-                    result: SpfResult::TempError,
-                    explanation: None,
-                    reason: Some(format!("no result within {} ms", timeout.as_millis())),
-                })
-        })
+        let beside = async {
+            match &also {
+                Some(t) => Some(self.verdict(&lookup, deadline, ip, helo, t).await),
+                None => None,
+            }
+        };
+        let (also_verdict, main_verdict) = self.dns.block_on(join2(
+            beside,
+            self.verdict(&lookup, deadline, ip, helo, &main),
+        ));
+        let also = also
+            .zip(also_verdict)
+            .map(|(t, v)| self.outcome(t.identity, ip, helo, &t.header_sender, t.domain, v));
+        let main = self.outcome(
+            main.identity,
+            ip,
+            helo,
+            &main.header_sender,
+            main.domain,
+            main_verdict,
+        );
+        (also, main)
+    }
+
+    /// check_host() for one identity, a temperror at the deadline.
+    async fn verdict(
+        &self,
+        lookup: &SpfDns<'_>,
+        deadline: tokio::time::Instant,
+        ip: IpAddr,
+        helo: &str,
+        t: &Target,
+    ) -> eval::Verdict {
+        let request = t.request(ip, helo, &self.settings.hostname);
+        // A query gives up at the deadline by itself; this bounds the rest (the resolver's
+        // TCP path), and the query's own failure is seen first.
+        tokio::time::timeout_at(deadline, eval::check_host(lookup, &request, &t.domain))
+            .await
+            .unwrap_or_else(|_| eval::Verdict {
+                result: SpfResult::TempError,
+                explanation: None,
+                reason: Some(format!(
+                    "no result within {} ms",
+                    self.settings.timeout.as_millis()
+                )),
+            })
     }
 
     fn outcome(
@@ -252,6 +293,65 @@ fn one_line(header: &str) -> String {
     line
 }
 
+/// An identity ready for check_host(): the sender it sees and the domain it checks.
+struct Target {
+    identity: Identity,
+    /// The sender check_host() sees: `postmaster@HELO` for the HELO identity.
+    spf_sender: String,
+    local_part: String,
+    domain: String,
+    /// The sender the header names: empty for the HELO identity.
+    header_sender: String,
+}
+
+impl Target {
+    /// The HELO identity; None when the HELO is not a domain name to check.
+    fn helo(helo: &str) -> Option<Target> {
+        let domain = checkable_domain(helo)?;
+        Some(Target {
+            identity: Identity::Helo,
+            spf_sender: format!("postmaster@{domain}"),
+            local_part: "postmaster".into(),
+            domain,
+            header_sender: String::new(),
+        })
+    }
+
+    /// The MAIL FROM identity; Err with the domain as given when it cannot be checked.
+    fn mail_from(sender: &str) -> Result<Target, String> {
+        // RFC 7208 §4.3: an empty local part is "postmaster", and so is a missing one: a
+        // sender without "@" (`MAIL FROM:<example.com>`) is the domain, checked as
+        // postmaster@example.com, as pyspf and Mail::SPF do.
+        let (local_part, raw_domain) = sender.rsplit_once('@').unwrap_or(("", sender));
+        let local_part = if local_part.is_empty() {
+            "postmaster"
+        } else {
+            local_part
+        };
+        let Some(domain) = checkable_domain(raw_domain) else {
+            return Err(raw_domain.to_ascii_lowercase());
+        };
+        Ok(Target {
+            identity: Identity::MailFrom,
+            spf_sender: format!("{local_part}@{domain}"),
+            local_part: local_part.into(),
+            domain,
+            header_sender: sender.into(),
+        })
+    }
+
+    fn request<'a>(&'a self, ip: IpAddr, helo: &'a str, receiver: &'a str) -> Request<'a> {
+        Request {
+            ip,
+            sender: &self.spf_sender,
+            local_part: &self.local_part,
+            sender_domain: &self.domain,
+            helo,
+            receiver,
+        }
+    }
+}
+
 /// The DNS client as the evaluation asks it.
 struct SpfDns<'a>(Lookup<'a>);
 
@@ -332,6 +432,16 @@ impl Spf for SpfChecker {
     fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
         Some(self.check_null_sender(ip, helo))
     }
+
+    fn message(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+        with_helo: bool,
+    ) -> (Option<SpfOutcome>, SpfOutcome) {
+        self.check_message(ip, helo, sender, with_helo)
+    }
 }
 
 impl Spf for LazySpf {
@@ -357,6 +467,19 @@ impl Spf for LazySpf {
                 reason: Some("SPF checker unavailable".into()),
                 header: String::new(),
             },
+        }
+    }
+
+    fn message(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+        with_helo: bool,
+    ) -> (Option<SpfOutcome>, SpfOutcome) {
+        match self.get() {
+            Some(c) => c.check_message(ip, helo, sender, with_helo),
+            None => (None, self.mail_from(ip, helo, sender)),
         }
     }
 }

@@ -4,17 +4,14 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::{
     Facts, Listing, Probe, Score, ScoreSettings, Subject, Weights, is_error_code, is_fqdn,
 };
-use crate::dns::{Answer, DnsClient, Lookup, SharedDns};
+use crate::dns::{Answer, Boxed, DnsClient, Lookup, SharedDns, join_all};
 
 /// A list that failed this many evaluations in a row is rested...
 const SKIP_AFTER_FAILURES: u32 = 3;
@@ -32,9 +29,6 @@ enum Job {
     Helo(Probe<Vec<IpAddr>>),
     Sender(Probe<bool>),
 }
-
-/// A lookup in flight, of any shape.
-type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 type JobFuture<'a> = Boxed<'a, Job>;
 
@@ -295,29 +289,6 @@ impl Known {
 /// A job that gives up at the deadline with its `late` result (the check counts 0).
 fn bounded<'a>(deadline: tokio::time::Instant, job: JobFuture<'a>, late: Job) -> JobFuture<'a> {
     Box::pin(async move { tokio::time::timeout_at(deadline, job).await.unwrap_or(late) })
-}
-
-/// Runs all futures at once on the current task and returns their outputs in order.
-async fn join_all<T>(mut futures: Vec<Boxed<'_, T>>) -> Vec<T> {
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *output = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 async fn list(lookup: &Lookup<'_>, name: String, rested: bool) -> Listing {
