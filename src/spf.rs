@@ -158,16 +158,12 @@ impl SpfChecker {
         ));
         let also = also
             .zip(also_verdict)
-            .map(|(t, v)| self.outcome(t.identity, ip, helo, &t.header_sender, t.domain, v));
-        let main = self.outcome(
-            main.identity,
-            ip,
-            helo,
-            &main.header_sender,
-            main.domain,
-            main_verdict,
-        );
-        (also, main)
+            .map(|(t, v)| self.target_outcome(ip, helo, t, v));
+        (also, self.target_outcome(ip, helo, main, main_verdict))
+    }
+
+    fn target_outcome(&self, ip: IpAddr, helo: &str, t: Target, v: eval::Verdict) -> SpfOutcome {
+        self.outcome(t.identity, ip, helo, &t.header_sender, t.domain, v)
     }
 
     /// check_host() for one identity, a temperror at the deadline.
