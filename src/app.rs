@@ -680,14 +680,7 @@ fn print_score(
             Some(spf.mail_from(ip, &req.helo_name, &req.sender).result)
         }
     });
-    let subject = crate::score::Subject {
-        ip,
-        helo: &req.helo_name,
-        sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
-        server_address: None,
-        spf: spf_result,
-        rdns: crate::score::KnownRdns::from_postfix(&req.client_name, &req.reverse_client_name),
-    };
+    let subject = policy::score_subject(req, ip, spf_result);
     let settings = score_settings(cfg);
     let scored = crate::score::evaluate(&settings, &subject, &score.facts(&subject));
     for c in &scored.checks {

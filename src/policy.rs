@@ -373,20 +373,25 @@ fn score_step(
         && msg.score.is_none()
         && !cx.whitelists.client_listed(Some(ip), &req.client_name)
     {
-        let subject = Subject {
-            ip,
-            helo: &req.helo_name,
-            sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
-            server_address: req.server_address.parse().ok(),
-            spf: spf.and_then(SpfEval::message_result),
-            rdns: KnownRdns::from_postfix(&req.client_name, &req.reverse_client_name),
-        };
+        let subject = score_subject(req, ip, spf.and_then(SpfEval::message_result));
         let facts = score.facts(&subject);
         let scored = score::evaluate(settings, &subject, &facts);
         cx.store.count(&format!("score_{}", scored.level.as_str()));
         msg.score = Some(scored);
     }
     msg.score.take()
+}
+
+/// What a request gives the scoring to judge, with the message's SPF result.
+pub fn score_subject(req: &Request, ip: IpAddr, spf: Option<SpfResult>) -> Subject<'_> {
+    Subject {
+        ip,
+        helo: &req.helo_name,
+        sender_domain: req.sender.rsplit_once('@').map(|(_, d)| d),
+        server_address: req.server_address.parse().ok(),
+        spf,
+        rdns: KnownRdns::from_postfix(&req.client_name, &req.reverse_client_name),
+    }
 }
 
 /// What the score decides by itself: no greylisting below the greylisting threshold, the

@@ -45,24 +45,19 @@ pub struct SpfSettings {
 
 /// SPF as the decision pipeline needs it: the real checker does DNS, tests pass a table.
 pub trait Spf {
-    /// The HELO identity; None when there is nothing to check.
-    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
     /// The MAIL FROM identity.
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome;
     /// The null sender's HELO identity: like `helo`, but `none` for a HELO it skips.
     fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome>;
-    /// The MAIL FROM identity of a message and, with `with_helo`, its HELO identity; the
-    /// real checker runs both at once.
+    /// The MAIL FROM identity of a message and, with `with_helo`, its HELO identity (None
+    /// when the HELO is not a domain to check), both at once.
     fn message(
         &self,
         ip: IpAddr,
         helo: &str,
         sender: &str,
         with_helo: bool,
-    ) -> (Option<SpfOutcome>, SpfOutcome) {
-        let helo_outcome = with_helo.then(|| self.helo(ip, helo)).flatten();
-        (helo_outcome, self.mail_from(ip, helo, sender))
-    }
+    ) -> (Option<SpfOutcome>, SpfOutcome);
 }
 
 /// Checks SPF identities; built once per process and reused for every request.
@@ -163,7 +158,7 @@ impl SpfChecker {
     }
 
     fn target_outcome(&self, ip: IpAddr, helo: &str, t: Target, v: eval::Verdict) -> SpfOutcome {
-        self.outcome(t.identity, ip, helo, &t.header_sender, t.domain, v)
+        self.outcome(t.identity, ip, helo, t.header_sender, t.domain, v)
     }
 
     /// check_host() for one identity, a temperror at the deadline.
@@ -173,7 +168,7 @@ impl SpfChecker {
         deadline: tokio::time::Instant,
         ip: IpAddr,
         helo: &str,
-        t: &Target,
+        t: &Target<'_>,
     ) -> eval::Verdict {
         let request = t.request(ip, helo, &self.settings.hostname);
         // A query gives up at the deadline by itself; this bounds the rest (the resolver's
@@ -290,31 +285,31 @@ fn one_line(header: &str) -> String {
 }
 
 /// An identity ready for check_host(): the sender it sees and the domain it checks.
-struct Target {
+struct Target<'a> {
     identity: Identity,
     /// The sender check_host() sees: `postmaster@HELO` for the HELO identity.
     spf_sender: String,
-    local_part: String,
+    local_part: &'a str,
     domain: String,
     /// The sender the header names: empty for the HELO identity.
-    header_sender: String,
+    header_sender: &'a str,
 }
 
-impl Target {
+impl<'a> Target<'a> {
     /// The HELO identity; None when the HELO is not a domain name to check.
-    fn helo(helo: &str) -> Option<Target> {
+    fn helo(helo: &str) -> Option<Target<'a>> {
         let domain = checkable_domain(helo)?;
         Some(Target {
             identity: Identity::Helo,
             spf_sender: format!("postmaster@{domain}"),
-            local_part: "postmaster".into(),
+            local_part: "postmaster",
             domain,
-            header_sender: String::new(),
+            header_sender: "",
         })
     }
 
     /// The MAIL FROM identity; Err with the domain as given when it cannot be checked.
-    fn mail_from(sender: &str) -> Result<Target, String> {
+    fn mail_from(sender: &'a str) -> Result<Target<'a>, String> {
         // RFC 7208 §4.3: an empty local part is "postmaster", and so is a missing one: a
         // sender without "@" (`MAIL FROM:<example.com>`) is the domain, checked as
         // postmaster@example.com, as pyspf and Mail::SPF do.
@@ -330,17 +325,17 @@ impl Target {
         Ok(Target {
             identity: Identity::MailFrom,
             spf_sender: format!("{local_part}@{domain}"),
-            local_part: local_part.into(),
+            local_part,
             domain,
-            header_sender: sender.into(),
+            header_sender: sender,
         })
     }
 
-    fn request<'a>(&'a self, ip: IpAddr, helo: &'a str, receiver: &'a str) -> Request<'a> {
+    fn request<'r>(&'r self, ip: IpAddr, helo: &'r str, receiver: &'r str) -> Request<'r> {
         Request {
             ip,
             sender: &self.spf_sender,
-            local_part: &self.local_part,
+            local_part: self.local_part,
             sender_domain: &self.domain,
             helo,
             receiver,
@@ -417,10 +412,6 @@ impl LazySpf {
 }
 
 impl Spf for SpfChecker {
-    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
-        self.check_helo(ip, helo)
-    }
-
     fn mail_from(&self, ip: IpAddr, helo: &str, sender: &str) -> SpfOutcome {
         self.check_mail_from(ip, helo, sender)
     }
@@ -441,10 +432,6 @@ impl Spf for SpfChecker {
 }
 
 impl Spf for LazySpf {
-    fn helo(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
-        self.get().and_then(|c| c.check_helo(ip, helo))
-    }
-
     fn null_sender(&self, ip: IpAddr, helo: &str) -> Option<SpfOutcome> {
         self.get().map(|c| c.check_null_sender(ip, helo))
     }

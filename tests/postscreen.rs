@@ -200,8 +200,7 @@ fn an_unlisted_confirmed_client_is_ignored_and_so_is_a_malformed_request() {
     let d = Daemon::start(&t, &dns, &scoring(&[]));
     let mut ps = Postscreen::connect(&d);
     assert_eq!(ps.ask("192.0.2.10"), ["action=ignore"]);
-    let mut asked = dns.described_queries();
-    asked.sort();
+    let asked = dns.sorted_queries(0);
     // The lists and the PTR with its confirmation; no HELO, sender or SPF lookups.
     assert_eq!(
         asked,

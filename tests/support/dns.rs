@@ -332,6 +332,14 @@ impl DnsServer {
         self.query_log().iter().map(Query::describe).collect()
     }
 
+    /// The queries from the `skip`-th on, described and sorted: for lookups made at once,
+    /// whose order is not fixed.
+    pub fn sorted_queries(&self, skip: usize) -> Vec<String> {
+        let mut asked = self.described_queries().split_off(skip);
+        asked.sort();
+        asked
+    }
+
     /// Serves another zone from now on.
     pub fn replace_zone(&self, zone: Zone) {
         *self
