@@ -19,7 +19,9 @@
 # CPU number: run the one-stream and start-up tables, every policy, its helpers and the
 # nameserver on that one CPU; unset: no pinning), NAMESERVERS (the SPF tables are made once
 # per nameserver listed and installed, "nsd dnsmasq"), SQLGREY_REQUESTS (requests of the
-# greylisting stream in the Redis-and-sqlgrey table, 5000).
+# greylisting stream in the Redis-and-sqlgrey table, 5000), BEFORE (the path of a greyspf
+# binary from an earlier build: the scoring tables measure it too, as greyspf-score-before,
+# side by side with this build, for a change's before and after in one run).
 #
 # Why PIN: the driver waits for each reply, as smtpd does, so every request is a hand-over
 # between processes. On a quiet virtual machine the CPU that must take the hand-over is
@@ -64,6 +66,7 @@ SCORE_REQUESTS=${SCORE_REQUESTS:-5000}
 # The nameservers the SPF tables run against, one set of tables each, when installed.
 NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
 SQLGREY_REQUESTS=${SQLGREY_REQUESTS:-5000}
+BEFORE=${BEFORE:-}
 
 # Where packaging/build-static.sh puts greyspf and the benchmark tools (the bench/ crate):
 # greyspf is measured as the Debian package ships it, a static binary, and the do-nothing
@@ -101,7 +104,7 @@ SYSLOG_SINK_PID=
 greyspf_command() {
     local state=$1
     shift
-    local command="$BIN/greyspf -c $WORK/empty.conf -o state_directory=$state"
+    local command="${GREYSPF_PROGRAM:-$BIN/greyspf} -c $WORK/empty.conf -o state_directory=$state"
     command+=" -o syslog_socket=/nonexistent -o keeper_idle_timeout=10s"
     command+=" -o whitelist_clients=$WORK/empty.conf -o whitelist_recipients=$WORK/empty.conf"
     local setting
@@ -548,6 +551,8 @@ runs next, on the cache daemon that holds the answers of that run (the same stre
 
     POLICIES=()
     add_greyspf_score greyspf-score "$WORK/state/score$suffix-{run}" prepare
+    [ -z "$BEFORE" ] || GREYSPF_PROGRAM=$BEFORE \
+        add_greyspf_score greyspf-score-before "$WORK/state/score-before$suffix-{run}" prepare
     add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf$suffix-{run}" greylist prepare
     # Cold first: the warm rows run right after it on the cache it filled.
     add_policyd_weight cold
@@ -559,6 +564,8 @@ runs next, on the cache daemon that holds the answers of that run (the same stre
 
     POLICIES=()
     add_greyspf_score greyspf-score "$WORK/state/score-spawn$suffix"
+    [ -z "$BEFORE" ] || GREYSPF_PROGRAM=$BEFORE \
+        add_greyspf_score greyspf-score-before "$WORK/state/score-spawn-before$suffix"
     add_greyspf_spf greyspf-spf+greylist "$WORK/state/score-spf-spawn$suffix" greylist
     add_policyd_weight warm
     add_null
@@ -785,7 +792,6 @@ $SQLGREY_REQUESTS requests, $RUNS runs (+$WARMUP warm-up), interleaved" sqlgrey 
 
 main() {
     PROFILE=$PROFILE packaging/build-static.sh -p greyspf -p greyspf-bench >/dev/null
-
     mkdir -p "$OUT"
     # State directories of earlier invocations: their keepers are gone after the idle timeout.
     rm -rf "$OUT"/work.*
@@ -795,6 +801,20 @@ main() {
     # must reach their directories in here.
     mkdir "$WORK/state"
     chmod 711 "$WORK" "$WORK/state"
+    # Every program runs from a copy written the way a package install writes it, in one
+    # sequential pass, rather than from the linker's output: how a file came into the page
+    # cache changes what each start pays to map it (greyspf started from the linker's output
+    # took about 8 % more CPU than from a copy, measured), and copies put every program,
+    # BEFORE too, in the same state.
+    mkdir "$WORK/bin"
+    install -m 755 "$BIN"/greyspf "$BIN"/null_policy "$BIN"/null_tcp_policy \
+        "$BIN"/bench_driver "$BIN"/tcp_driver "$WORK/bin/"
+    if [ -n "$BEFORE" ]; then
+        install -m 755 "$BEFORE" "$WORK/bin/greyspf-before"
+        BEFORE=$WORK/bin/greyspf-before
+    fi
+    BIN=$WORK/bin
+    DRIVER=$BIN/bench_driver
     : >"$WORK/empty.conf"
     REPORT=$OUT/report.md
     : >"$REPORT"

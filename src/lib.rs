@@ -12,6 +12,7 @@ pub mod dns;
 pub mod greylist;
 pub mod logging;
 pub mod net;
+pub mod pattern;
 pub mod policy;
 pub mod protocol;
 pub mod score;

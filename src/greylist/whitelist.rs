@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use regex::Regex;
+use crate::pattern::{self, Regex};
 
 use crate::net::Network;
 
@@ -92,12 +92,7 @@ impl<R> Files<R> {
 
 fn parse_regex(line: &str) -> Option<Result<Regex, String>> {
     let body = line.strip_prefix('/')?.strip_suffix('/')?;
-    Some(
-        regex::RegexBuilder::new(body)
-            .case_insensitive(true)
-            .build()
-            .map_err(|e| format!("bad regular expression {line:?}: {e}")),
-    )
+    Some(pattern::build(body, true).map_err(|e| format!("bad regular expression {line:?}: {e}")))
 }
 
 fn parse_client(line: &str) -> Result<Option<ClientRule>, String> {
@@ -192,7 +187,7 @@ impl Whitelists {
         self.clients.rules.iter().any(|r| match r {
             ClientRule::Net(n) => ip.is_some_and(|ip| n.contains(ip)),
             ClientRule::Domain(d) => verified && domain_match(&name, d),
-            ClientRule::Regex(re) => verified && re.is_match(&name),
+            ClientRule::Regex(re) => verified && re.is_match(name.as_bytes()),
         })
     }
 
@@ -203,7 +198,7 @@ impl Whitelists {
             RecipientRule::User(u) => u == user,
             RecipientRule::Address(a) => *a == lower,
             RecipientRule::Domain(d) => domain_match(domain, d),
-            RecipientRule::Regex(re) => re.is_match(&lower),
+            RecipientRule::Regex(re) => re.is_match(lower.as_bytes()),
         })
     }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use regex::Regex;
+use crate::pattern::{self, Regex};
 
 /// The default of `score_dynamic_patterns`, as the configuration and greyspf.conf(5) give it.
 pub const DEFAULT_DYNAMIC_PATTERN: &str = "(^|[.-])(dyn|dynamic|dsl|adsl|vdsl|xdsl|pool|cable|dhcp|dial|dialup|ppp|pppoe|broadband|cust|customer|cpe)([0-9.-]|$)";
@@ -54,9 +54,7 @@ impl Pattern {
         if text == DEFAULT_DYNAMIC_PATTERN {
             return Ok(Pattern::Default);
         }
-        regex_syntax::Parser::new()
-            .parse(text)
-            .map_err(|e| format!("bad pattern {text:?}: {e}"))?;
+        pattern::check_syntax(text).map_err(|e| format!("bad pattern {text:?}: {e}"))?;
         Ok(Pattern::Regex {
             source: text.to_string(),
             compiled: Arc::new(OnceLock::new()),
@@ -88,13 +86,13 @@ impl Pattern {
                     }
                 })
                 .as_ref()
-                .is_some_and(|re| re.is_match(name)),
+                .is_some_and(|re| re.is_match(name.as_bytes())),
         }
     }
 }
 
 fn compile(source: &str) -> Result<Regex, String> {
-    Regex::new(source).map_err(|e| format!("bad pattern {source:?}: {e}"))
+    pattern::build(source, false).map_err(|e| format!("bad pattern {source:?}: {e}"))
 }
 
 /// What `DEFAULT_DYNAMIC_PATTERN` matches: one of its words that starts the name or follows
@@ -120,7 +118,7 @@ mod tests {
     /// on many names built from the words' pieces and the separators.
     #[test]
     fn the_default_matcher_is_the_default_pattern() {
-        let re = Regex::new(DEFAULT_DYNAMIC_PATTERN).unwrap();
+        let re = pattern::build(DEFAULT_DYNAMIC_PATTERN, false).unwrap();
         let chosen = [
             "",
             "dyn",
@@ -153,7 +151,11 @@ mod tests {
             "dyné",
         ];
         for name in chosen {
-            assert_eq!(matches_default(name), re.is_match(name), "{name:?}");
+            assert_eq!(
+                matches_default(name),
+                re.is_match(name.as_bytes()),
+                "{name:?}"
+            );
         }
         let pieces = [
             "dyn", "amic", "a", "dsl", "x", "v", "pool", "cable", "dhcp", "dial", "up", "ppp",
@@ -170,8 +172,12 @@ mod tests {
                 let piece = (seed >> (k * 8 + 3)) as usize % pieces.len();
                 name.push_str(pieces[piece]);
             }
-            assert_eq!(matches_default(&name), re.is_match(&name), "{name:?}");
-            matched += usize::from(re.is_match(&name));
+            assert_eq!(
+                matches_default(&name),
+                re.is_match(name.as_bytes()),
+                "{name:?}"
+            );
+            matched += usize::from(re.is_match(name.as_bytes()));
         }
         // Both kinds of name were tried, in numbers.
         assert!((2_000..18_000).contains(&matched), "{matched}");

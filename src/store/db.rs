@@ -76,7 +76,7 @@ pub struct Filter {
     pub recipient: String,
     /// `greylisted` or `passed`
     pub state: String,
-    pub pattern: Option<regex::Regex>,
+    pub pattern: Option<crate::pattern::Regex>,
 }
 
 impl Filter {
@@ -86,12 +86,7 @@ impl Filter {
         let get = |i: usize| f.get(i).copied().unwrap_or("");
         let pattern = match get(4) {
             "" => None,
-            p => Some(
-                regex::RegexBuilder::new(p)
-                    .case_insensitive(true)
-                    .build()
-                    .map_err(|e| format!("bad pattern: {e}"))?,
-            ),
+            p => Some(crate::pattern::build(p, true).map_err(|e| format!("bad pattern: {e}"))?),
         };
         Ok(Filter {
             client: get(0).to_string(),
@@ -120,7 +115,7 @@ impl Filter {
                 _ => true,
             }
             && self.pattern.as_ref().is_none_or(|p| {
-                p.is_match(&format!("{} {} {}", row.client, row.sender, row.recipient))
+                p.is_match(format!("{} {} {}", row.client, row.sender, row.recipient).as_bytes())
             })
     }
 }
