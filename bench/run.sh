@@ -8,6 +8,7 @@
 #   bench/run.sh                       everything, with the defaults below
 #   RUNS=10 REQUESTS=50000 bench/run.sh
 #   ONLY=spf,postgrey bench/run.sh     only some parts (greylist, spf, score, postgrey, redis)
+#   ONLY=hot bench/run.sh              rewrite packaging/hot-functions.ld (never with "all")
 #
 # Settings (environment): REQUESTS (requests per stream, 20000), RUNS (measured runs per
 # policy, 5), WARMUP (1), SPAWNS (start-ups measured per policy, 200), CONCURRENCY (levels,
@@ -21,7 +22,8 @@
 # per nameserver listed and installed, "nsd dnsmasq"), SQLGREY_REQUESTS (requests of the
 # greylisting stream in the Redis-and-sqlgrey table, 5000), BEFORE (the path of a greyspf
 # binary from an earlier build: the scoring tables measure it too, as greyspf-score-before,
-# side by side with this build, for a change's before and after in one run).
+# side by side with this build, for a change's before and after in one run), HOT_REQUESTS
+# (requests of each kind run under callgrind for packaging/hot-functions.ld, 20).
 #
 # Why PIN: the driver waits for each reply, as smtpd does, so every request is a hand-over
 # between processes. On a quiet virtual machine the CPU that must take the hand-over is
@@ -67,6 +69,7 @@ SCORE_REQUESTS=${SCORE_REQUESTS:-5000}
 NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
 SQLGREY_REQUESTS=${SQLGREY_REQUESTS:-5000}
 BEFORE=${BEFORE:-}
+HOT_REQUESTS=${HOT_REQUESTS:-20}
 
 # Where packaging/build-static.sh puts greyspf and the benchmark tools (the bench/ crate):
 # greyspf is measured as the Debian package ships it, a static binary, and the do-nothing
@@ -508,6 +511,17 @@ authoritatively (record TTL 300 s, negative TTL 300 s)."
 # requests with reverse DNS, HELO addresses, MX records and list entries for their clients
 # (bench/score_zone.py). dnsmasq only: the records span the reverse zones as well.
 score_tables() {
+    score_stream
+    local server
+    for server in $NAMESERVERS; do
+        score_tables_with "$server"
+    done
+}
+
+# The scoring stream (score.txt) and the zones that answer it (spf.zone, example.zone and
+# the reverse zones), once per invocation.
+score_stream() {
+    [ ! -e "$WORK/score.txt" ] || return 0
     python3 bench/spf_zone.py --seed "$SEED" --domains "$SPF_DOMAINS" \
         --domain-list "$WORK/spf.domains" --dnsmasq "$WORK/spf.zone" \
         --zone-file "$WORK/example.zone"
@@ -519,10 +533,57 @@ score_tables() {
         --postfix-names "$WORK/score-postfix.txt" --zone-file "$WORK/example.zone" \
         --reverse-zones "$WORK" >>"$WORK/spf.zone"
     mv "$WORK/score-postfix.txt" "$WORK/score.txt"
-    local server
-    for server in $NAMESERVERS; do
-        score_tables_with "$server"
+}
+
+# packaging/hot-functions.ld, the functions a spawned instance runs for its first requests
+# (static-layout.ld puts them side by side): greyspf under callgrind, one process per
+# request, for the first HOT_REQUESTS requests of the scoring stream against nsd, with SPF
+# and greylisting (the default) and then with scoring too; logging to a socket that is
+# read, as with a syslog daemon. Only with ONLY=hot: it rewrites a file of the source tree,
+# to be committed after the next build is measured.
+hot_list() {
+    if ! command -v valgrind >/dev/null || ! command -v socat >/dev/null; then
+        note "hot-functions.ld not written: it needs valgrind and socat."
+        return 0
+    fi
+    score_stream
+    AUTH_SUBNETS=,10.0.0.0/8,2001:db8::/32,127.0.0.0/8
+    NSD_ZONES="example 10.in-addr.arpa 8.b.d.0.1.0.0.2.ip6.arpa"
+    start_netns nsd || return 0
+    AUTH_SUBNETS=
+    NSD_ZONES=example
+    socat -u UNIX-RECV:"$WORK/log.sock" OPEN:/dev/null &
+    local sink=$! n kind
+    local -A command
+    for kind in spf score; do
+        local settings=(spf_enable=yes dns_server=127.0.0.1:53 spf_timeout=30s
+            syslog_socket="$WORK/log.sock")
+        [ "$kind" = spf ] || settings+=(score_enable=yes score_timeout=30s score_rhsbl=
+            score_dnsbl=bl1.bench.example=4.5,bl2.bench.example=3.5,wl.bench.example=-5)
+        command[$kind]=$(greyspf_command "$WORK/state/hot-$kind" "${settings[@]}")
+        # Not measured: the first request also starts the keeper, once in its life.
+        # shellcheck disable=SC2086 # the command is words, as the driver splits it
+        awk 'BEGIN { RS = ""; ORS = "\n\n" } { print; exit }' "$WORK/score.txt" |
+            ip netns exec "$NETNS" ${command[$kind]} >/dev/null 2>&1
     done
+    mkdir -p "$WORK/callgrind"
+    for n in $(seq 1 "$HOT_REQUESTS"); do
+        awk -v n="$n" 'BEGIN { RS = ""; ORS = "\n\n" } NR == n { print; exit }' \
+            "$WORK/score.txt" >"$WORK/callgrind/request"
+        for kind in spf score; do
+            # shellcheck disable=SC2086
+            ip netns exec "$NETNS" valgrind --tool=callgrind --demangle=no \
+                --callgrind-out-file="$WORK/callgrind/$kind.$n" ${command[$kind]} \
+                <"$WORK/callgrind/request" >/dev/null 2>&1
+        done
+    done
+    kill "$sink"
+    python3 packaging/hot-functions.py --binary "$BIN/greyspf" \
+        --libc "$(gcc -print-file-name=libc.a)" --first "$WORK"/callgrind/spf.* \
+        --then "$WORK"/callgrind/score.* >packaging/hot-functions.ld
+    note "packaging/hot-functions.ld written from $HOT_REQUESTS requests of each kind: \
+$(grep -c '^    \*' packaging/hot-functions.ld) patterns."
+    cleanup
 }
 
 # The scoring tables against one nameserver: dnsmasq answers a list or PTR query in about
@@ -828,6 +889,7 @@ main() {
     want score && score_tables
     want postgrey && postgrey_tables
     want redis && redis_tables
+    [[ ",$ONLY," != *,hot,* ]] || hot_list
 
     # The stores are measured; drop them (about 6 MB per run). A keeper still idling on one
     # keeps its open files until its idle timeout and then exits.

@@ -48,12 +48,13 @@ esac
 # figures): packed relative relocations (DT_RELR; glibc 2.36, binutils 2.38 or lld), so that
 # the table a static-pie program reads to relocate itself at every start shrinks from about
 # 260 KiB to 4 KiB; and static-layout.ld, which puts the code an instance never runs by
-# default (Redis, TLS, daemon, scoring, keeper) after the rest. And random numbers (DNS
+# default (Redis, TLS, daemon, scoring, keeper) after the rest, and the code it runs for its
+# first requests before it, side by side (hot-functions.ld, found through -L). And random numbers (DNS
 # query IDs) straight from getrandom(2): by default the getrandom crate looks the function
 # up with dlsym, which a static program cannot, and falls back to polling /dev/random and
 # reading /dev/urandom, two more files and about 25 µs at every start.
 flags=(-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs
-	-C "link-arg=-Wl,-T,$top/packaging/static-layout.ld"
+	-C "link-arg=-Wl,-T,$top/packaging/static-layout.ld" -C "link-arg=-Wl,-L,$top/packaging"
 	--cfg 'getrandom_backend="linux_getrandom"')
 # Cargo prefers CARGO_ENCODED_RUSTFLAGS (fields separated by 0x1f) to RUSTFLAGS: the flags
 # go there, after those of either that were set, so a path with spaces stays one field.
@@ -75,4 +76,5 @@ dynamic=$(readelf -d "$bin")
 grep -q '(RELR)' <<<"$dynamic" || die "$bin has no packed relocations (DT_RELR)"
 sections=$(readelf -SW "$bin")
 grep -q ' \.text\.apart ' <<<"$sections" || die "$bin has no .text.apart: static-layout.ld matched nothing"
+grep -q ' \.text\.hot ' <<<"$sections" || die "$bin has no .text.hot: hot-functions.ld matched nothing"
 echo "$bin"
