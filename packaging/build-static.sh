@@ -52,10 +52,15 @@ esac
 # first requests before it, side by side (hot-functions.ld, found through -L). And random numbers (DNS
 # query IDs) straight from getrandom(2): by default the getrandom crate looks the function
 # up with dlsym, which a static program cannot, and falls back to polling /dev/random and
-# reading /dev/urandom, two more files and about 25 µs at every start.
+# reading /dev/urandom, two more files and about 25 µs at every start. And no CPU feature
+# probing by the SHA-256 (keeper digest, privacy HMAC) and ChaCha (the random numbers of
+# DNS IDs) code at every start: each probe is a run of CPUID instructions, which a
+# virtual machine traps, about 25 µs together here; SHA-256 runs in portable code (a
+# few blocks a request) and ChaCha in SSE2, which every x86-64 has.
 flags=(-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs
 	-C "link-arg=-Wl,-T,$top/packaging/static-layout.ld" -C "link-arg=-Wl,-L,$top/packaging"
-	--cfg 'getrandom_backend="linux_getrandom"')
+	--cfg 'getrandom_backend="linux_getrandom"' --cfg 'sha2_backend="soft"'
+	--cfg 'chacha20_backend="sse2"')
 # Cargo prefers CARGO_ENCODED_RUSTFLAGS (fields separated by 0x1f) to RUSTFLAGS: the flags
 # go there, after those of either that were set, so a path with spaces stays one field.
 sep=$'\x1f'
