@@ -15,11 +15,21 @@
 pub use regex::bytes::Regex;
 
 /// Compiles `pattern`, case-insensitively (ASCII) when asked.
-pub fn build(pattern: &str, case_insensitive: bool) -> Result<Regex, regex::Error> {
+pub fn build(pattern: &str, case_insensitive: bool) -> Result<Regex, String> {
     regex::bytes::RegexBuilder::new(pattern)
         .unicode(false)
         .case_insensitive(case_insensitive)
         .build()
+        .map_err(|e| explain(e.to_string()))
+}
+
+/// The engine's message, with where to read why when it is about Unicode (the engine's
+/// own advice, a crate feature, is not the administrator's to follow).
+fn explain(message: String) -> String {
+    match message.contains("Unicode") {
+        true => format!("{message} (patterns are ASCII: see \"pattern\" in greyspf.conf(5))"),
+        false => message,
+    }
 }
 
 /// Checks the syntax of `pattern` as `build` reads it, without compiling it.
@@ -30,7 +40,7 @@ pub fn check_syntax(pattern: &str) -> Result<(), String> {
         .build()
         .parse(pattern)
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| explain(e.to_string()))
 }
 
 #[cfg(test)]
@@ -59,8 +69,9 @@ mod tests {
     #[test]
     fn unicode_is_refused_by_the_syntax_check_and_the_build_alike() {
         for p in [r"\p{Greek}", r"(?u)\w", r"(?u:\d)"] {
-            assert!(check_syntax(p).is_err(), "{p}");
-            assert!(build(p, false).is_err(), "{p}");
+            let hint = "(patterns are ASCII: see \"pattern\" in greyspf.conf(5))";
+            assert!(check_syntax(p).unwrap_err().ends_with(hint), "{p}");
+            assert!(build(p, false).unwrap_err().ends_with(hint), "{p}");
         }
         assert_eq!(check_syntax(r"(^|[.-])dyn([0-9.-]|$)"), Ok(()));
         assert!(check_syntax("(").unwrap_err().contains("unclosed group"));
