@@ -55,7 +55,7 @@ mod tests {
         let word = build(r"^\w+$", false).unwrap();
         assert!(word.is_match(b"abc_09"));
         assert!(!word.is_match("\u{e9}t\u{e9}".as_bytes()));
-        // Any byte, so that an address in UTF-8 (SMTPUTF8) still matches a dot.
+        // `.` is one byte: a letter of two bytes in a UTF-8 address (SMTPUTF8) takes two.
         let any = build(r"^.@example\.org$", false).unwrap();
         assert!(!any.is_match("\u{e9}@example.org".as_bytes()));
         assert!(
