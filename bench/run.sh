@@ -553,7 +553,8 @@ hot_list() {
     AUTH_SUBNETS=
     NSD_ZONES=example
     socat -u UNIX-RECV:"$WORK/log.sock" OPEN:/dev/null &
-    local sink=$! n kind
+    SYSLOG_SINK_PID=$!
+    local n kind
     local -A command
     for kind in spf score; do
         local settings=(spf_enable=yes dns_server=127.0.0.1:53 spf_timeout=30s
@@ -567,8 +568,9 @@ hot_list() {
             ip netns exec "$NETNS" ${command[$kind]} >/dev/null 2>&1
     done
     mkdir -p "$WORK/callgrind"
-    for n in $(seq 1 "$HOT_REQUESTS"); do
-        awk -v n="$n" 'BEGIN { RS = ""; ORS = "\n\n" } NR == n { print; exit }' \
+    # Zero-padded, so that the files list in request order.
+    for n in $(seq -w 1 "$HOT_REQUESTS"); do
+        awk -v n="$((10#$n))" 'BEGIN { RS = ""; ORS = "\n\n" } NR == n { print; exit }' \
             "$WORK/score.txt" >"$WORK/callgrind/request"
         for kind in spf score; do
             # shellcheck disable=SC2086
@@ -577,10 +579,11 @@ hot_list() {
                 <"$WORK/callgrind/request" >/dev/null 2>&1
         done
     done
-    kill "$sink"
+    # Written aside and moved into place whole: a failed run leaves the list as it was.
     python3 packaging/hot-functions.py --binary "$BIN/greyspf" \
         --libc "$(gcc -print-file-name=libc.a)" --first "$WORK"/callgrind/spf.* \
-        --then "$WORK"/callgrind/score.* >packaging/hot-functions.ld
+        --then "$WORK"/callgrind/score.* >"$WORK/hot-functions.ld"
+    mv "$WORK/hot-functions.ld" packaging/hot-functions.ld
     note "packaging/hot-functions.ld written from $HOT_REQUESTS requests of each kind: \
 $(grep -c '^    \*' packaging/hot-functions.ld) patterns."
     cleanup

@@ -49,7 +49,8 @@ esac
 # the table a static-pie program reads to relocate itself at every start shrinks from about
 # 260 KiB to 4 KiB; and static-layout.ld, which puts the code an instance never runs by
 # default (Redis, TLS, daemon, scoring, keeper) after the rest, and the code it runs for its
-# first requests before it, side by side (hot-functions.ld, found through -L). And random numbers (DNS
+# first requests before it, side by side (hot-functions.ld, found through the -L given
+# before -T: GNU ld reads the script, INCLUDE too, where -T stands). And random numbers (DNS
 # query IDs) straight from getrandom(2): by default the getrandom crate looks the function
 # up with dlsym, which a static program cannot, and falls back to polling /dev/random and
 # reading /dev/urandom, two more files and about 25 µs at every start. And no CPU feature
@@ -58,7 +59,7 @@ esac
 # virtual machine traps, about 25 µs together here; SHA-256 runs in portable code (a
 # few blocks a request) and ChaCha in SSE2, which every x86-64 has.
 flags=(-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs
-	-C "link-arg=-Wl,-T,$top/packaging/static-layout.ld" -C "link-arg=-Wl,-L,$top/packaging"
+	-C "link-arg=-Wl,-L,$top/packaging" -C "link-arg=-Wl,-T,$top/packaging/static-layout.ld"
 	--cfg 'getrandom_backend="linux_getrandom"' --cfg 'sha2_backend="soft"'
 	--cfg 'chacha20_backend="sse2"')
 # Cargo prefers CARGO_ENCODED_RUSTFLAGS (fields separated by 0x1f) to RUSTFLAGS: the flags

@@ -16,11 +16,14 @@ touches. Left where the compiler put them, the functions of one request are spre
 about 46 such blocks: 34 page faults and 2.9 MB of resident memory for every instance
 (README, "Performance"). Side by side they fill a few blocks.
 
-Each function is named by its section (one per function: .text.<symbol>), greyspf's and
-its crates' with the symbol's hash replaced by a wildcard, so that a rebuild with other
-hashes still matches and every copy of a generic function goes with its first (the
-standard library's names, in v0 mangling, are stable for a toolchain and used whole); a
-name that matches nothing is
+Each function is named by its section (one per function: .text.<symbol>), with its hash:
+the hash of a symbol follows from its path, its type and the crate's metadata (package,
+version, features, profile), not from the function's body, so it outlives most edits (a
+new signature, or a closure added before another, changes it); and a generic
+function's copies, one per type, differ only by it, so that without it the copies made for
+code kept apart (Redis, TLS, the keeper) would come here too. LLVM's numbered copies
+(".123") are matched whatever their number. The standard library's names (v0 mangling) are
+stable for a toolchain. A name that matches nothing is
 harmless. The C library's functions go by their archive members (static glibc has no
 section per function), a string function with all its CPU variants.
 """
@@ -30,7 +33,7 @@ import re
 import subprocess
 import sys
 
-HASH = re.compile(r"17h[0-9a-f]{16}E$")
+SUFFIX = re.compile(r"\.\d+$")
 SAFE = re.compile(r"^[A-Za-z0-9_.$]+$")
 VARIANT = re.compile(r"^([a-z0-9_]+)-(?:sse|ssse|avx|evex).*\.o$")
 
@@ -74,7 +77,8 @@ def patterns(names, symbols, owner, done):
         if name not in symbols:
             continue
         if name.startswith("_ZN"):
-            key = HASH.sub("17h*", name)
+            # LLVM's numbered copies (".123") change from build to build.
+            key = SUFFIX.sub("", name) + "*"
             pattern = f"*(.text.{key} .text.unlikely.{key})"
         elif name in owner:
             # A string function's variant is chosen by the CPU at start (valgrind's is not
