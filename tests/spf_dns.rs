@@ -423,6 +423,36 @@ fn every_query_goes_out_from_a_fresh_port() {
     assert!(distinct.len() >= 65, "{ports:?}");
 }
 
+/// A nameserver on loopback at a privileged port, where only it (or root) can send from
+/// its address and port: a socket whose query was answered serves the next one, so that 70
+/// queries one after the other go out from one port, each with an ID and a case of its own
+/// (a name of mixed letters comes in at least two spellings). Needs root to bind port 53.
+#[test]
+fn queries_to_a_loopback_privileged_port_share_a_socket() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: binding port 53 needs root");
+        return;
+    }
+    // An address of 127/8 of its own: another nameserver on 127.0.0.1:53 does not collide.
+    let at: std::net::SocketAddr = "127.83.53.1:53".parse().unwrap();
+    let server = DnsServer::start_at(at, zone()).expect("bind 127.83.53.1:53");
+    let spf = received_spf(&server);
+    for n in 0..70 {
+        let helo = format!("mixed-h{n}.example.net");
+        let outcome = spf.check_helo(ip("192.0.2.1"), &helo).unwrap();
+        assert_eq!(outcome.result, SpfResult::None);
+    }
+    let log = server.query_log();
+    assert_eq!(log.len(), 70);
+    let ports: std::collections::BTreeSet<u16> = log.iter().map(|q| q.port).collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let lower = log
+        .iter()
+        .filter(|q| q.raw_name == q.raw_name.to_ascii_lowercase());
+    assert!(lower.count() < 70);
+}
+
 /// Names go out in a random case ("0x20", RFC 5452 §9.1): the same name, asked 8 times,
 /// comes in at least two spellings, and not only in lower case.
 #[test]

@@ -1,4 +1,5 @@
-//! The one DNS client of greyspf: UDP queries from a fresh socket each (`udp`), mail-auth's
+//! The one DNS client of greyspf: UDP queries from a fresh socket each, or a kept one on a
+//! loopback nameserver's privileged port (`udp`), mail-auth's
 //! hickory resolver for what UDP cannot finish (TCP after truncation), and a compact
 //! per-process answer cache (`cache`). SPF, and anything else that asks the DNS, goes
 //! through a `Lookup` bounded by its caller's deadline; the lookups of one `Lookup` that ask

@@ -266,8 +266,21 @@ impl DnsServer {
         Self::spawn(Zone::new(), false)
     }
 
+    /// Serves `zone` on UDP and TCP at `addr` (port 53 of a loopback address needs root);
+    /// the error when it cannot be bound.
+    #[allow(dead_code)]
+    pub fn start_at(addr: SocketAddr, zone: Zone) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(addr)?;
+        let listener = TcpListener::bind(addr)?;
+        Ok(Self::serve_on(zone, true, socket, listener))
+    }
+
     fn spawn(zone: Zone, answering: bool) -> Self {
         let (socket, listener) = bind_udp_and_tcp();
+        Self::serve_on(zone, answering, socket, listener)
+    }
+
+    fn serve_on(zone: Zone, answering: bool, socket: UdpSocket, listener: TcpListener) -> Self {
         socket
             .set_read_timeout(Some(POLL))
             .expect("test DNS: set read timeout");
