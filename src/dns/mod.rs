@@ -10,6 +10,7 @@
 
 mod answer;
 mod cache;
+mod loopback;
 mod memo;
 mod udp;
 

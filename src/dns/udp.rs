@@ -17,20 +17,22 @@
 //! wait goes on.
 //!
 //! One exception, where a fresh port protects nothing: a nameserver on a loopback address
-//! at a port below the first one an unprivileged process may bind
-//! (`net.ipv4.ip_unprivileged_port_start`, read once). Nothing from off the host reaches a
-//! loopback socket, and on the host only the nameserver (or root) can send from its address
-//! and port, the only datagrams a connected socket receives; so a socket whose query was
-//! answered is kept for the next query (`keeps_sockets`), its ID, case and question still
-//! checked. That saves the socket, connect and close of each query, a fifth of a new
-//! client's start-up CPU. Where that sysctl cannot be read, nothing is kept.
+//! at a privileged port, which only it (or a process allowed to bind such ports) can send
+//! from (`loopback` says when that holds). There a socket whose query was answered is kept
+//! for the next query, its ID, case and question still checked: that saves the socket,
+//! connect and close of most queries (a fifth of greyspf's CPU a request on the
+//! benchmark's scoring stream; little at start-up, where a first request's queries are in
+//! flight together, each on a socket of its own). A socket that
+//! brought an error, a timeout or no answer is never kept, so a kept one carries no query
+//! of ours and no error of one.
 //!
 //! A fresh socket costs a few system calls (socket, connect, close; it is created
 //! non-blocking and bound by the connect): several µs of CPU a query on a loaded benchmark
 //! machine. So that it costs no more, the query is sent and its answer first looked for on
 //! the plain socket; only when nothing has come yet is the socket handed to the runtime's
-//! reactor to wait on (a new socket, unlike a kept one, would otherwise first wait for the
-//! reactor to report it writable, then readable).
+//! reactor to wait on (a socket registered only now would otherwise first wait for the
+//! reactor to report it writable, then readable). A kept socket is taken off the reactor
+//! again when it is kept, and is read the same way.
 //!
 //! Retransmission: a lost datagram must not cost seconds. The first copy waits
 //! `retransmit`, each next one twice as long as the one before, taking the nameservers in
@@ -53,6 +55,8 @@ use mail_auth::hickory_resolver::proto::op::{
 use mail_auth::hickory_resolver::proto::rr::{DNSClass, Name, RecordType};
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
+
+use super::loopback::{Loopback, keeps_sockets};
 
 /// The EDNS UDP payload size advertised (the DNS flag day 2020 value): large enough for
 /// nearly every SPF record, small enough to avoid IP fragmentation.
@@ -112,7 +116,7 @@ pub struct UdpTransport {
     /// before its first reply).
     buffer: RefCell<Vec<u8>>,
     /// Per nameserver: whether its sockets serve more than one query (`keeps_sockets`),
-    /// decided on the first query (a process that asks nothing reads no sysctl).
+    /// decided on the first answer (a process that asks nothing reads no sysctl).
     keep: OnceCell<Vec<bool>>,
     /// Per nameserver: sockets whose query was answered, for the next queries.
     kept: RefCell<Vec<Vec<UdpSocket>>>,
@@ -121,26 +125,6 @@ pub struct UdpTransport {
 /// The most sockets kept per nameserver: as many as the queries of one evaluation that are
 /// in flight together, about.
 const KEPT_PER_SERVER: usize = 16;
-
-/// Where the first port an unprivileged process may bind is set (Linux, per network
-/// namespace; for IPv6 too).
-const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
-
-/// Whether a socket connected to `server` may serve more than one query: only when no one
-/// but the nameserver can send from its address and port, that is when it is a loopback
-/// address (unreachable from off the host) and its port is below `unprivileged_start`.
-pub fn keeps_sockets(server: SocketAddr, unprivileged_start: u16) -> bool {
-    server.ip().is_loopback() && server.port() < unprivileged_start
-}
-
-/// The first port an unprivileged process may bind, as the system says; 0 (keep nothing)
-/// when it cannot be read.
-fn unprivileged_port_start() -> u16 {
-    std::fs::read_to_string(UNPRIVILEGED_PORT_START)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Where one query stands: the copies in flight, the nameservers that answered with an
 /// error, and when the next copy is due.
@@ -209,10 +193,15 @@ impl UdpTransport {
     /// Whether nameserver `index`'s sockets are kept.
     fn keeps(&self, index: usize) -> bool {
         let keep = self.keep.get_or_init(|| {
-            let start = unprivileged_port_start();
+            // The system is asked only where a nameserver is on loopback: no other is kept.
+            let loopback = if self.servers.iter().any(|s| s.ip().is_loopback()) {
+                Loopback::read()
+            } else {
+                Loopback::EXPOSED
+            };
             self.servers
                 .iter()
-                .map(|&server| keeps_sockets(server, start))
+                .map(|&server| keeps_sockets(server, loopback))
                 .collect()
         });
         keep[index]
@@ -641,6 +630,16 @@ mod tests {
     impl Server {
         fn start(rcode: Option<ResponseCode>) -> Server {
             let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            Server::serve(socket, rcode, Duration::ZERO, 1)
+        }
+
+        /// Serves on `socket`: each answer sent `copies` times, after `delay`.
+        fn serve(
+            socket: std::net::UdpSocket,
+            rcode: Option<ResponseCode>,
+            delay: Duration,
+            copies: usize,
+        ) -> Server {
             socket
                 .set_read_timeout(Some(Duration::from_secs(3)))
                 .unwrap();
@@ -657,7 +656,10 @@ mod tests {
                     if let Some(rcode) = rcode {
                         let mut response = response_to(&query);
                         response.metadata.response_code = rcode;
-                        socket.send_to(&response.to_vec().unwrap(), peer).unwrap();
+                        std::thread::sleep(delay);
+                        for _ in 0..copies {
+                            socket.send_to(&response.to_vec().unwrap(), peer).unwrap();
+                        }
                     }
                 }
             });
@@ -768,34 +770,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sockets_are_kept_only_where_no_one_else_can_answer() {
-        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
-        assert!(keeps_sockets(at("127.0.0.1:53"), 1024));
-        assert!(keeps_sockets(at("127.0.0.53:53"), 1024));
-        assert!(keeps_sockets(at("[::1]:53"), 1024));
-        // A port any process may bind, or a system where any process may bind any port.
-        assert!(!keeps_sockets(at("127.0.0.1:5353"), 1024));
-        assert!(!keeps_sockets(at("127.0.0.1:53"), 53));
-        assert!(!keeps_sockets(at("127.0.0.1:53"), 0));
-        // Off the host, a forger need not be on it.
-        assert!(!keeps_sockets(at("192.0.2.53:53"), 1024));
-        assert!(!keeps_sockets(at("[2001:db8::53]:53"), 1024));
-        assert!(!keeps_sockets(at("0.0.0.0:53"), 1024));
-    }
-
-    /// The source ports of `count` queries one after the other to a nameserver that answers
-    /// `rcode`, with sockets kept or not; and how many sockets are kept after them.
-    fn queries_in_turn(rcode: ResponseCode, keep: bool, count: usize) -> (Vec<u16>, usize) {
-        let server = Server::start(Some(rcode));
-        let transport = transport(&[&server], Duration::from_secs(1));
+    /// The source ports of `count` queries one after the other to `server`, with sockets
+    /// kept or not, each answered (or failed, for an error code); and how many sockets are
+    /// kept after them.
+    fn queries_in_turn(server: &Server, keep: bool, count: usize) -> (Vec<u16>, usize) {
+        let transport = transport(&[server], Duration::from_secs(1));
         transport.keep.set(vec![keep]).unwrap();
         for _ in 0..count {
             let reply = ask(&transport, Duration::from_secs(2));
-            match rcode {
-                ResponseCode::NoError => assert!(matches!(reply, Reply::Answer(_)), "{reply:?}"),
-                _ => assert!(matches!(reply, Reply::Failed(_)), "{reply:?}"),
-            }
+            assert!(
+                matches!(reply, Reply::Answer(_) | Reply::Failed(_)),
+                "{reply:?}"
+            );
         }
         let ports = server.queries().iter().map(|q| q.2).collect();
         let kept = transport.kept.borrow()[0].len();
@@ -806,20 +792,89 @@ mod tests {
     /// are not, each from a port of its own.
     #[test]
     fn a_kept_socket_serves_the_next_query() {
-        let (ports, kept) = queries_in_turn(ResponseCode::NoError, true, 5);
+        let answering = || Server::start(Some(ResponseCode::NoError));
+        let (ports, kept) = queries_in_turn(&answering(), true, 5);
         assert_eq!((ports.len(), kept), (5, 1));
         assert!(ports.iter().all(|&port| port == ports[0]), "{ports:?}");
-        let (ports, kept) = queries_in_turn(ResponseCode::NoError, false, 5);
+        let (ports, kept) = queries_in_turn(&answering(), false, 5);
         let distinct: std::collections::BTreeSet<&u16> = ports.iter().collect();
         assert_eq!((distinct.len(), kept), (5, 0), "{ports:?}");
     }
 
-    /// A nameserver that answers with an error gives its socket up: the next query goes out
-    /// from a fresh one.
+    /// An answer that comes after a wait (read through the reactor, each query on a runtime
+    /// of its own) and one that comes twice (the copy left on the kept socket, an answer to
+    /// the query before): the socket is kept all the same, and the stale copy is dropped by
+    /// the next query, which takes its own answer.
+    #[test]
+    fn late_and_duplicate_answers_leave_the_kept_socket_usable() {
+        for (delay, copies) in [(Duration::from_millis(30), 1), (Duration::ZERO, 2)] {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let server = Server::serve(socket, Some(ResponseCode::NoError), delay, copies);
+            let transport = transport(&[&server], Duration::from_secs(1));
+            transport.keep.set(vec![true]).unwrap();
+            for _ in 0..4 {
+                let reply = ask(&transport, Duration::from_secs(2));
+                assert!(matches!(reply, Reply::Answer(_)), "{reply:?}");
+            }
+            let ports: Vec<u16> = server.queries().iter().map(|q| q.2).collect();
+            assert_eq!(ports.len(), 4);
+            assert!(ports.iter().all(|&port| port == ports[0]), "{ports:?}");
+            assert_eq!(transport.kept.borrow()[0].len(), 1);
+        }
+    }
+
+    /// A nameserver that answers with an error gives its socket up.
     #[test]
     fn a_socket_that_brought_an_error_is_not_kept() {
-        let (ports, kept) = queries_in_turn(ResponseCode::ServFail, true, 2);
+        let failing = Server::start(Some(ResponseCode::ServFail));
+        let (ports, kept) = queries_in_turn(&failing, true, 2);
         assert_eq!((ports.len(), kept), (2, 0));
-        assert_ne!(ports[0], ports[1]);
+    }
+
+    /// A kept socket with an error waiting on it (the port unreachable of a datagram sent
+    /// while no one listened) fails its send: the query goes out from a fresh socket and is
+    /// answered, and the broken socket is not kept again.
+    #[test]
+    fn a_kept_socket_that_cannot_send_is_replaced() {
+        let placeholder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = placeholder.local_addr().unwrap();
+        let broken = open(addr).unwrap();
+        let broken_port = broken.local_addr().unwrap().port();
+        drop(placeholder);
+        broken.send(b"x").unwrap();
+        let server = Server::serve(
+            std::net::UdpSocket::bind(addr).unwrap(),
+            Some(ResponseCode::NoError),
+            Duration::ZERO,
+            1,
+        );
+        let transport = transport(&[&server], Duration::from_secs(1));
+        transport.keep.set(vec![true]).unwrap();
+        transport.kept.borrow_mut()[0].push(broken);
+        let reply = ask(&transport, Duration::from_secs(2));
+        assert!(matches!(reply, Reply::Answer(_)), "{reply:?}");
+        let ports: Vec<u16> = server.queries().iter().map(|q| q.2).collect();
+        assert_eq!(ports.len(), 1);
+        assert_ne!(ports[0], broken_port);
+        let kept = transport.kept.borrow();
+        assert_eq!(kept[0].len(), 1);
+        assert_eq!(kept[0][0].local_addr().unwrap().port(), ports[0]);
+    }
+
+    /// At most KEPT_PER_SERVER sockets are kept; the rest are closed.
+    #[test]
+    fn kept_sockets_are_capped() {
+        let server = Server::start(None);
+        let transport = transport(&[&server], Duration::from_secs(1));
+        transport.keep.set(vec![true]).unwrap();
+        for _ in 0..KEPT_PER_SERVER + 4 {
+            transport.keep_socket(Try {
+                server: 0,
+                socket: Socket::Plain(open(server.addr).unwrap()),
+                id: 0,
+                name: name("example.org"),
+            });
+        }
+        assert_eq!(transport.kept.borrow()[0].len(), KEPT_PER_SERVER);
     }
 }
