@@ -424,8 +424,7 @@ fn every_query_goes_out_from_a_fresh_port() {
 }
 
 /// Why a test nameserver on 127/8 port 53 cannot show kept sockets here, if it cannot: not
-/// root, port 53 not privileged, or IPv4 loopback routed from the wire (greyspf then keeps
-/// nothing, rightly).
+/// root, or port 53 not privileged (greyspf then keeps nothing, rightly).
 fn loopback_port_53_unusable() -> Option<&'static str> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     // SAFETY: geteuid has no preconditions.
@@ -436,14 +435,6 @@ fn loopback_port_53_unusable() -> Option<&'static str> {
     if start.trim().parse::<u16>().is_ok_and(|start| start <= 53) || start.is_empty() {
         return Some("port 53 is not privileged on this system");
     }
-    let Ok(interfaces) = std::fs::read_dir("/proc/sys/net/ipv4/conf") else {
-        return Some("the interfaces' route_localnet cannot be read");
-    };
-    for interface in interfaces.flatten() {
-        if read(&format!("{}/route_localnet", interface.path().display())).trim() != "0" {
-            return Some("127/8 is routed from the wire on this system");
-        }
-    }
     None
 }
 
@@ -451,7 +442,7 @@ fn loopback_port_53_unusable() -> Option<&'static str> {
 /// its address and port: a socket whose query was answered serves the next one, so that 70
 /// queries one after the other go out from one port, each with an ID and a case of its own
 /// (a name of mixed letters comes in at least two spellings). Needs root to bind port 53,
-/// on a system where port 53 is privileged and 127/8 is not routed from the wire.
+/// on a system where port 53 is privileged.
 #[test]
 fn queries_to_a_loopback_privileged_port_share_a_socket() {
     if let Some(why) = loopback_port_53_unusable() {

@@ -19,7 +19,8 @@
 //! One exception, where a fresh port protects nothing: a nameserver on a loopback address
 //! at a privileged port, which only it (or a process allowed to bind such ports) can send
 //! from (`loopback` says when that holds). There a socket whose query was answered is kept
-//! for the next query, its ID, case and question still checked: that saves the socket,
+//! for the next query, bound to the loopback interface, its ID, case and question still
+//! checked: that saves the socket,
 //! connect and close of most queries (a fifth of greyspf's CPU a request on the
 //! benchmark's scoring stream; little at start-up, where a first request's queries are in
 //! flight together, each on a socket of its own). A socket that
@@ -56,7 +57,7 @@ use mail_auth::hickory_resolver::proto::rr::{DNSClass, Name, RecordType};
 use tokio::io::ReadBuf;
 use tokio::time::Instant;
 
-use super::loopback::{Loopback, keeps_sockets};
+use super::loopback::{bind_to_loopback, keeps_sockets, unprivileged_port_start};
 
 /// The EDNS UDP payload size advertised (the DNS flag day 2020 value): large enough for
 /// nearly every SPF record, small enough to avoid IP fragmentation.
@@ -83,6 +84,8 @@ struct Try {
     id: u16,
     /// The name as sent, in its random case.
     name: Name,
+    /// The socket was a kept one (so already bound to the loopback interface).
+    reused: bool,
 }
 
 /// A try's socket: read directly, and handed to the reactor only once there is a wait.
@@ -194,14 +197,14 @@ impl UdpTransport {
     fn keeps(&self, index: usize) -> bool {
         let keep = self.keep.get_or_init(|| {
             // The system is asked only where a nameserver is on loopback: no other is kept.
-            let loopback = if self.servers.iter().any(|s| s.ip().is_loopback()) {
-                Loopback::read()
+            let start = if self.servers.iter().any(|s| s.ip().is_loopback()) {
+                unprivileged_port_start()
             } else {
-                Loopback::EXPOSED
+                0
             };
             self.servers
                 .iter()
-                .map(|&server| keeps_sockets(server, loopback))
+                .map(|&server| keeps_sockets(server, start))
                 .collect()
         });
         keep[index]
@@ -221,7 +224,11 @@ impl UdpTransport {
             },
         };
         let mut kept = self.kept.borrow_mut();
-        if kept[attempt.server].len() < KEPT_PER_SERVER {
+        // Bound once, when first kept (a kept socket is already bound: binding it again
+        // would need a privilege); a socket the kernel will not bind is not kept.
+        if kept[attempt.server].len() < KEPT_PER_SERVER
+            && (attempt.reused || bind_to_loopback(&socket).is_ok())
+        {
             kept[attempt.server].push(socket);
         }
     }
@@ -392,9 +399,10 @@ impl UdpTransport {
         let kept = self.kept.borrow_mut()[index].pop();
         // A kept socket that cannot send (an error left by a late datagram) is dropped for a
         // fresh one.
-        if let Some(attempt) =
+        if let Some(mut attempt) =
             kept.and_then(|socket| send_on(socket, server, index, name, record_type).ok())
         {
+            attempt.reused = true;
             return Ok(attempt);
         }
         let socket =
@@ -429,6 +437,7 @@ fn send_on(
         socket: Socket::Plain(socket),
         id,
         name,
+        reused: false,
     })
 }
 
@@ -873,6 +882,7 @@ mod tests {
                 socket: Socket::Plain(open(server.addr).unwrap()),
                 id: 0,
                 name: name("example.org"),
+                reused: false,
             });
         }
         assert_eq!(transport.kept.borrow()[0].len(), KEPT_PER_SERVER);
