@@ -20,10 +20,9 @@
 //! at a privileged port, which only it (or a process allowed to bind such ports) can send
 //! from (`loopback` says when that holds). There a socket whose query was answered is kept
 //! for the next query, bound to the loopback interface, its ID, case and question still
-//! checked: that saves the socket,
-//! connect and close of most queries (a fifth of greyspf's CPU a request on the
-//! benchmark's scoring stream; little at start-up, where a first request's queries are in
-//! flight together, each on a socket of its own). A socket that
+//! checked: that saves the socket, connect and close of most queries (a fifth of greyspf's
+//! CPU a request on the benchmark's scoring stream; little at start-up, where a first
+//! request's queries are in flight together, each on a socket of its own). A socket that
 //! brought an error, a timeout or no answer is never kept, so a kept one carries no query
 //! of ours and no error of one.
 //!
@@ -189,7 +188,7 @@ impl UdpTransport {
             retransmit: retransmit.max(Duration::from_millis(1)),
             buffer: RefCell::new(Vec::new()),
             keep: OnceCell::new(),
-            kept: RefCell::new((0..count).map(|_| Vec::new()).collect()),
+            kept: RefCell::new(std::iter::repeat_with(Vec::new).take(count).collect()),
         }
     }
 
@@ -389,9 +388,7 @@ impl UdpTransport {
             }
         }
     }
-}
 
-impl UdpTransport {
     /// Sends one copy of the query for `name` to nameserver `index`, from a kept socket if
     /// there is one, else from a fresh one.
     fn send(&self, index: usize, name: &Name, record_type: RecordType) -> Result<Try, String> {
