@@ -9,11 +9,9 @@ use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::Parser;
-
 use crate::admin;
 use crate::admin::{AdminError, AdminSettings, StoreChoice};
-use crate::cli::{CheckArgs, Cli, Command, FilterArgs, WhitelistAction};
+use crate::cli::{CheckArgs, Command, FilterArgs, WhitelistAction};
 use crate::config::StoreEngine;
 use crate::config::{Config, KEYS, Sources};
 use crate::date::now_ms;
@@ -42,13 +40,40 @@ pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_RUNTIME: i32 = 70;
 pub const EXIT_CONFIG: i32 = 78;
 
+/// What the standard library's start-up would have done that greyspf needs (the binary
+/// starts without it, src/main.rs): SIGPIPE ignored, so that a write to a gone smtpd is an
+/// error and not death, and descriptors 0 to 2 open (on /dev/null if they were closed), so
+/// that no file greyspf opens, the store say, can become its standard error.
+pub fn setup_process() {
+    // SAFETY: plain libc calls on values owned here; nothing else runs yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        if libc::poll(fds.as_mut_ptr(), 3, 0) < 0 {
+            return;
+        }
+        for f in fds {
+            // open returns the lowest free descriptor: the closed one.
+            if f.revents & libc::POLLNVAL != 0
+                && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != f.fd
+            {
+                libc::abort();
+            }
+        }
+    }
+}
+
 /// Runs the program and returns its exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     // Before anything can panic or fail: the default hook and error paths print to
     // stderr, which under spawn(8) is the smtpd socket.
     logging::install_panic_hook();
     early_logging(&[]);
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match crate::cli::parse(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -163,7 +188,7 @@ fn early_logging(overrides: &[String]) {
         }
     }
     let facility = facility.parse().unwrap_or(syslog::Facility::LOG_MAIL);
-    logging::init(facility, PathBuf::from(socket), false);
+    logging::init_early(facility, PathBuf::from(socket));
 }
 
 fn first_line(s: &str) -> &str {

@@ -76,8 +76,20 @@ impl Level {
 /// Severity of a panic: critical, as the old logger sent it.
 const CRITICAL: u32 = 2;
 
-/// Chooses the sink. `foreground` logs to stderr, otherwise syslog at `socket`.
+/// Chooses the sink. `foreground` logs to stderr, otherwise syslog at `socket`, connected
+/// at once (before a daemon gives up root, which a private socket may need).
 pub fn init(facility: syslog::Facility, socket: PathBuf, foreground: bool) {
+    set_sink(facility, socket, foreground, true);
+}
+
+/// The sink for what goes wrong before the configuration is read: syslog at `socket`,
+/// connected only if a line comes (most starts log nothing before `init`, and the
+/// connection would cost a spawned instance four system calls for nothing).
+pub fn init_early(facility: syslog::Facility, socket: PathBuf) {
+    set_sink(facility, socket, false, false);
+}
+
+fn set_sink(facility: syslog::Facility, socket: PathBuf, foreground: bool, connect: bool) {
     let sink = if foreground {
         Sink::Stderr
     } else {
@@ -89,7 +101,9 @@ pub fn init(facility: syslog::Facility, socket: PathBuf, foreground: bool) {
             pid: std::process::id(),
             stalled: false,
         };
-        s.connect();
+        if connect {
+            s.connect();
+        }
         Sink::Syslog(s)
     };
     if let Ok(mut g) = SINK.lock() {

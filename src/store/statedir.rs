@@ -72,10 +72,22 @@ fn service_owner_of(dir: &Path) -> Option<(u32, u32)> {
     if euid() != 0 {
         return None;
     }
-    passwd_entries()
-        .into_iter()
-        .find(|e| e.name == SERVICE_USER && Path::new(&e.home) == dir)
-        .map(|e| (e.uid, e.gid))
+    let service = |l: &str| {
+        l.strip_prefix(SERVICE_USER)
+            .is_some_and(|r| r.starts_with(':'))
+    };
+    find_user(service, |e| {
+        (e.name == SERVICE_USER && Path::new(e.home) == dir).then_some((e.uid, e.gid))
+    })
+}
+
+/// The service user's uid for `problem`, which needs it only when root finds a directory
+/// root owns: the other cases do not read `/etc/passwd`.
+fn service_uid(dir: &Path, meta: &std::fs::Metadata) -> Option<u32> {
+    if meta.uid() != 0 {
+        return None;
+    }
+    service_owner_of(dir).map(|(uid, _)| uid)
 }
 
 fn euid() -> u32 {
@@ -93,12 +105,7 @@ pub fn check(dir: &Path) -> Result<(), StoreError> {
             Ok(m)
         }
     }) {
-        Ok(m) => match problem(
-            dir,
-            facts(&m),
-            euid(),
-            service_owner_of(dir).map(|(uid, _)| uid),
-        ) {
+        Ok(m) => match problem(dir, facts(&m), euid(), service_uid(dir, &m)) {
             Some(p) => Err(StoreError::StateDirUnsafe(p)),
             None => Ok(()),
         },
@@ -144,45 +151,46 @@ pub fn give_to_owner(dir: &Path, file: &std::fs::File) -> std::io::Result<()> {
     std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
 }
 
-/// One `/etc/passwd` entry: name, uid, gid. The binary is linked statically, where
+/// One `/etc/passwd` entry: name, uid, gid, home. The binary is linked statically, where
 /// glibc's NSS lookups (getpwnam) cannot load their modules, so the file is read directly;
-/// the package creates its system user there.
-struct PasswdEntry {
-    name: String,
+/// the package creates its system user there. Fields borrow from the file's text: a root
+/// start looks one user up, and a copy of every entry cost more than the rest of the check.
+struct PasswdEntry<'a> {
+    name: &'a str,
     uid: u32,
     gid: u32,
-    home: String,
+    home: &'a str,
 }
 
-fn passwd_entries() -> Vec<PasswdEntry> {
-    std::fs::read_to_string("/etc/passwd")
-        .map(|text| parse_passwd(&text))
-        .unwrap_or_default()
-}
-
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+/// The first entry of `/etc/passwd` for which `pick` gives something, among the lines
+/// `line` lets through (the others are not parsed).
+fn find_user<T>(
+    line: impl Fn(&str) -> bool,
+    pick: impl FnMut(PasswdEntry<'_>) -> Option<T>,
+) -> Option<T> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?.to_string();
-            let uid = f.nth(1)?.parse().ok()?;
-            let gid = f.next()?.parse().ok()?;
-            let home = f.nth(1)?.to_string();
-            Some(PasswdEntry {
-                name,
-                uid,
-                gid,
-                home,
-            })
-        })
-        .collect()
+        .filter(|l| line(l))
+        .filter_map(passwd_entry)
+        .find_map(pick)
+}
+
+fn passwd_entry(line: &str) -> Option<PasswdEntry<'_>> {
+    let mut f = line.split(':');
+    let name = f.next()?;
+    let uid = f.nth(1)?.parse().ok()?;
+    let gid = f.next()?.parse().ok()?;
+    let home = f.nth(1)?;
+    Some(PasswdEntry {
+        name,
+        uid,
+        gid,
+        home,
+    })
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    passwd_entries()
-        .into_iter()
-        .find(|e| e.uid == uid)
-        .map(|e| e.name)
+    find_user(|_| true, |e| (e.uid == uid).then(|| e.name.to_string()))
 }
 
 #[cfg(test)]
@@ -200,20 +208,16 @@ mod tests {
     #[test]
     fn passwd_lines() {
         let text = "root:x:0:0:root:/root:/bin/bash\ngreyspf:x:110:120::/var/lib/greyspf:/usr/sbin/nologin\nbroken\n";
-        let entries: Vec<_> = parse_passwd(text)
-            .into_iter()
+        let entries: Vec<_> = text
+            .lines()
+            .filter_map(passwd_entry)
             .map(|e| (e.name, e.uid, e.gid, e.home))
             .collect();
         assert_eq!(
             entries,
             [
-                ("root".to_string(), 0, 0, "/root".to_string()),
-                (
-                    "greyspf".to_string(),
-                    110,
-                    120,
-                    "/var/lib/greyspf".to_string()
-                )
+                ("root", 0, 0, "/root"),
+                ("greyspf", 110, 120, "/var/lib/greyspf")
             ]
         );
     }
