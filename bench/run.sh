@@ -18,8 +18,10 @@
 # POSTGREY_REQUESTS (requests of the greylisting stream given to postgrey, 5000),
 # SCORE_REQUESTS (requests of the scoring stream, 5000), PIN (a
 # CPU number: run the one-stream and start-up tables, every policy, its helpers and the
-# nameserver on that one CPU; unset: no pinning), NAMESERVERS (the SPF tables are made once
-# per nameserver listed and installed, "nsd dnsmasq"), SQLGREY_REQUESTS (requests of the
+# nameservers on that one CPU; unset: no pinning), NAMESERVERS (the SPF and scoring tables
+# are made once per nameserver listed and installed, "nsd dnsmasq unbound": nsd and dnsmasq
+# answer authoritatively, unbound is a caching resolver in front of nsd, as a mail server
+# that uses DNS block lists runs one), SQLGREY_REQUESTS (requests of the
 # greylisting stream in the Redis-and-sqlgrey table, 5000), BEFORE (the path of a greyspf
 # binary from an earlier build: the scoring tables measure it too, as greyspf-score-before,
 # side by side with this build, for a change's before and after in one run), HOT_REQUESTS
@@ -37,11 +39,12 @@
 # otherwise: postfix-policyd-spf-python and postfix-policyd-spf-perl (Debian packages) on the
 # SPF stream, policyd-weight on the scoring stream, postgrey and socat on the greylisting
 # stream, redis-server (for store = redis), and sqlgrey with socat, sqlite3 and
-# libdbd-sqlite3-perl. The SPF and scoring parts need root, ip
-# netns and nsd or dnsmasq (packages nsd, dnsmasq-base): every SPF policy runs in a private
-# network namespace whose only nameserver, on its loopback, serves the generated zone, so
-# greyspf (dns_server=) and the programs that use the system resolver (a resolv.conf
-# bind-mounted by ip netns exec) ask the same server, and no query can leave the machine.
+# libdbd-sqlite3-perl. The SPF and scoring parts need root, ip netns and nsd, dnsmasq or
+# unbound with nsd (packages nsd, dnsmasq-base, unbound): every SPF policy runs in a private
+# network namespace whose only nameserver, on its loopback (127.0.0.1), serves the generated
+# zones (for unbound: nsd serves them on 127.0.0.2, unbound asks it and caches), so greyspf
+# (dns_server=) and the programs that use the system resolver (a resolv.conf bind-mounted by
+# ip netns exec) ask the same server, and no query can leave the machine.
 #
 # Every policy is measured side by side with the others in the same driver run (runs
 # interleaved), so a busy machine slows all of them alike; the machine line says what the
@@ -65,8 +68,9 @@ SPF_REQUESTS=${SPF_REQUESTS:-10000}
 SPF_DOMAINS=${SPF_DOMAINS:-1000}
 POSTGREY_REQUESTS=${POSTGREY_REQUESTS:-5000}
 SCORE_REQUESTS=${SCORE_REQUESTS:-5000}
-# The nameservers the SPF tables run against, one set of tables each, when installed.
-NAMESERVERS=${NAMESERVERS:-nsd dnsmasq}
+# The nameservers the SPF and scoring tables run against, one set of tables each, when
+# installed.
+NAMESERVERS=${NAMESERVERS:-nsd dnsmasq unbound}
 SQLGREY_REQUESTS=${SQLGREY_REQUESTS:-5000}
 BEFORE=${BEFORE:-}
 HOT_REQUESTS=${HOT_REQUESTS:-20}
@@ -81,6 +85,8 @@ status=0
 IN_NETNS=()
 NETNS=
 NAMESERVER_PID=
+# nsd behind unbound (NAMESERVER_PID), when the nameserver is unbound.
+UPSTREAM_PID=
 POSTGREY_DIR=
 REDIS_PID=
 REDIS_PORT=
@@ -280,6 +286,11 @@ cleanup() {
         wait "$NAMESERVER_PID" 2>/dev/null || true
         NAMESERVER_PID=
     fi
+    if [ -n "$UPSTREAM_PID" ]; then
+        kill "$UPSTREAM_PID" 2>/dev/null || true
+        wait "$UPSTREAM_PID" 2>/dev/null || true
+        UPSTREAM_PID=
+    fi
     if [ -n "$NETNS" ]; then
         ip netns delete "$NETNS" 2>/dev/null || true
         rm -rf "/etc/netns/$NETNS"
@@ -304,8 +315,8 @@ cleanup() {
 }
 
 # Creates the namespace and starts its nameserver; returns non-zero (after saying why) when
-# this machine cannot. $1: nsd or dnsmasq; the zone is in $WORK (spf.zone for dnsmasq,
-# example.zone for nsd).
+# this machine cannot. $1: nsd, dnsmasq or unbound; the zones are in $WORK (spf.zone for
+# dnsmasq, ZONE.zone for each of $NSD_ZONES for nsd, which unbound asks).
 start_netns() {
     local server=$1 missing=
     [ "$(id -u)" -eq 0 ] || missing="root (for ip netns)"
@@ -313,7 +324,11 @@ start_netns() {
     case $server in
     nsd) command -v nsd >/dev/null || missing="nsd (package nsd)" ;;
     dnsmasq) command -v dnsmasq >/dev/null || missing="dnsmasq (package dnsmasq-base)" ;;
-    *) missing="a nameserver this script knows (nsd or dnsmasq, not $server)" ;;
+    unbound)
+        command -v unbound >/dev/null || missing="${missing:+$missing and }unbound (package unbound)"
+        command -v nsd >/dev/null || missing="${missing:+$missing and }nsd (package nsd)"
+        ;;
+    *) missing="a nameserver this script knows (nsd, dnsmasq or unbound, not $server)" ;;
     esac
     if [ -n "$missing" ]; then
         note "SPF tables with $server skipped: they need $missing."
@@ -329,28 +344,36 @@ start_netns() {
     # ip netns exec bind-mounts this file over /etc/resolv.conf for what it runs.
     mkdir -p "/etc/netns/$NETNS"
     printf 'nameserver 127.0.0.1\n' >"/etc/netns/$NETNS/resolv.conf"
-    local pin=()
+    local pin=() zone
     [ -z "$PIN" ] || pin=(taskset -c "$PIN")
-    # Either server answers only from the zone, authoritatively for example, as the
-    # domains' own servers do: NXDOMAIN and NODATA carry the zone's SOA, so a resolver may
-    # cache them (RFC 2308). A TTL of 5 minutes, as real SPF records commonly have, lets a
-    # resolver that caches do so.
-    if [ "$server" = nsd ]; then
-        # nsd: the zone file, one server process, no database, no remote control, and no
-        # response rate limiting (every query comes from 127.0.0.1).
-        printf '%s\n' 'server:' '  ip-address: 127.0.0.1' '  port: 53' '  server-count: 1' \
+    # nsd and dnsmasq answer only from the zones, authoritatively, as the domains' own
+    # servers do: NXDOMAIN and NODATA carry the zone's SOA, so a resolver may cache them
+    # (RFC 2308), as unbound does. A TTL of 5 minutes, as real SPF records commonly have,
+    # lets a resolver that caches do so.
+    if [ "$server" != dnsmasq ]; then
+        # nsd on 127.0.0.1, where the policies ask; behind unbound on 127.0.0.2, lo's second
+        # address, so that unbound has 127.0.0.1:53 and asks nsd over the loopback as a
+        # resolver asks the lists' servers.
+        local nsd_address=127.0.0.1
+        if [ "$server" = unbound ]; then
+            nsd_address=127.0.0.2
+            ip netns exec "$NETNS" ip addr add 127.0.0.2/8 dev lo
+        fi
+        # nsd: the zone files, one server process, no database, no remote control, and no
+        # response rate limiting (every query comes from the loopback).
+        printf '%s\n' 'server:' "  ip-address: $nsd_address" '  port: 53' '  server-count: 1' \
             '  rrl-ratelimit: 0' '  rrl-whitelist-ratelimit: 0' \
             '  username: ""' '  database: ""' "  zonesdir: \"$WORK\"" \
             "  zonelistfile: \"$WORK/nsd.zonelist\"" "  xfrdfile: \"$WORK/nsd.xfrd\"" \
             "  xfrdir: \"$WORK\"" "  pidfile: \"$WORK/nsd.pid\"" "  logfile: \"$WORK/nsd.log\"" \
             'remote-control:' '  control-enable: no' \
             >"$WORK/nsd.conf"
-        local zone
         for zone in $NSD_ZONES; do
             printf '%s\n' 'zone:' "  name: \"$zone\"" "  zonefile: \"$zone.zone\"" \
                 >>"$WORK/nsd.conf"
         done
         ip netns exec "$NETNS" "${pin[@]}" nsd -d -c "$WORK/nsd.conf" &
+        NAMESERVER_PID=$!
     else
         # dnsmasq: no upstream, no hosts file; txt-record and host-record lines.
         printf '%s\n' no-resolv no-hosts port=53 listen-address=127.0.0.1 bind-interfaces \
@@ -361,18 +384,89 @@ start_netns() {
             "conf-file=$WORK/spf.zone" >"$WORK/dnsmasq.conf"
         ip netns exec "$NETNS" "${pin[@]}" dnsmasq --keep-in-foreground \
             --conf-file="$WORK/dnsmasq.conf" &
+        NAMESERVER_PID=$!
     fi
-    NAMESERVER_PID=$!
-    # Up when its UDP socket on 127.0.0.1:53 (0100007F:0035) shows; at most 10 s.
+    if [ "$server" = unbound ]; then
+        UPSTREAM_PID=$NAMESERVER_PID
+        # unbound: a caching resolver on 127.0.0.1, as a mail server that uses DNS block
+        # lists runs one (the lists refuse queries that come through public resolvers). It
+        # reaches nsd through one stub zone per zone. Nothing needs the root: the only other
+        # names asked (bench.invalid and 192.0.2.1 of the prepare requests) are in zones
+        # unbound answers itself by default. Iterator only (no DNSSEC validation: the zones
+        # are unsigned), one thread, no user change, chroot or control socket, its log in
+        # the work directory. The reverse zones of 10/8 and 2001:db8::/32 are among those
+        # it answers itself by default (private and documentation addresses); nodefault
+        # leaves them to nsd. Caches larger than the default 4 MB each, so that they hold
+        # what the warm-up run asked: with the defaults, 5000 requests of the scoring
+        # stream (22,203 distinct names) sent 86,367 of 194,034 queries on to nsd, the
+        # answers evicted before they were asked again; with these, 21,481, each name once.
+        printf '%s\n' 'server:' '  interface: 127.0.0.1' '  port: 53' '  do-ip6: no' \
+            '  access-control: 127.0.0.0/8 allow' '  do-not-query-localhost: no' \
+            '  username: ""' '  chroot: ""' "  directory: \"$WORK\"" '  pidfile: ""' \
+            '  use-syslog: no' "  logfile: \"$WORK/unbound.log\"" '  num-threads: 1' \
+            '  module-config: "iterator"' '  msg-cache-size: 32m' '  rrset-cache-size: 64m' \
+            '  local-zone: "10.in-addr.arpa." nodefault' \
+            '  local-zone: "8.b.d.0.1.0.0.2.ip6.arpa." nodefault' \
+            >"$WORK/unbound.conf"
+        for zone in $NSD_ZONES; do
+            printf '%s\n' 'stub-zone:' "  name: \"$zone\"" '  stub-addr: 127.0.0.2@53' \
+                >>"$WORK/unbound.conf"
+        done
+        printf '%s\n' 'remote-control:' '  control-enable: no' >>"$WORK/unbound.conf"
+        ip netns exec "$NETNS" "${pin[@]}" unbound -d -c "$WORK/unbound.conf" &
+        NAMESERVER_PID=$!
+    fi
+    # Up when its UDP socket on 127.0.0.1:53 (0100007F:0035) shows, and for unbound nsd's
+    # on 127.0.0.2:53 (0200007F:0035) too; at most 10 s.
+    local sockets=(0100007F:0035) logs=$WORK/$server.log
+    if [ "$server" = unbound ]; then
+        sockets+=(0200007F:0035)
+        logs+=" and $WORK/nsd.log"
+    fi
     for _ in $(seq 1 200); do
-        if ip netns exec "$NETNS" cat /proc/net/udp | grep -q ' 0100007F:0035 '; then
-            return 0
-        fi
+        local udp socket up=yes
+        udp=$(ip netns exec "$NETNS" cat /proc/net/udp)
+        for socket in "${sockets[@]}"; do
+            [[ $udp == *" $socket "* ]] || up=
+        done
+        [ -z "$up" ] || return 0
         kill -0 "$NAMESERVER_PID" 2>/dev/null || break
+        [ -z "$UPSTREAM_PID" ] || kill -0 "$UPSTREAM_PID" 2>/dev/null || break
         sleep 0.05
     done
-    note "SPF tables with $server skipped: it did not start (see $WORK/$server.log)."
+    note "SPF tables with $server skipped: it did not start (see $logs)."
+    # The callers skip their tables and their cleanup: stop what did start (nsd, when
+    # unbound did not) and remove the namespace here.
+    cleanup
     return 1
+}
+
+# Who answers the policies' queries, for the notes above the tables. $1: the nameserver.
+answered_by() {
+    if [ "$1" = unbound ]; then
+        printf '%s' "one unbound, a caching resolver on the loopback of a private network \
+namespace, answers every policy: from its cache, or at a name's first asking from nsd, which \
+serves the zones authoritatively on a second loopback address; the cache lasts over the \
+runs of a table, so the warm-up run fills it"
+    else
+        printf '%s' "one $1 on the loopback of a private network namespace answers every \
+policy, authoritatively"
+    fi
+}
+
+# After cleanup has stopped unbound: its own count, logged as it stops, of the queries of
+# the tables it served and how many it answered from its cache (the rest it resolved,
+# asking nsd), so that the report shows the cache at work. The log is appended to by each
+# start: the count is the one after the last start. $1: the nameserver.
+cache_note() {
+    [ "$1" = unbound ] && [ -e "$WORK/unbound.log" ] || return 0
+    local stats
+    stats=$(awk '/start of service/ { s = "" }
+        match($0, /[0-9]+ queries, [0-9]+ answers from cache, [0-9]+ recursions/) {
+            s = substr($0, RSTART, RLENGTH)
+        }
+        END { print s }' "$WORK/unbound.log")
+    [ -z "$stats" ] || note "unbound over the two tables above: $stats (asking nsd)."
 }
 
 machine() {
@@ -472,15 +566,18 @@ spf_tables() {
 
 # The SPF tables against one nameserver. Every query costs the nameserver's CPU as well as
 # the policy's, on the same pinned CPU: dnsmasq looks its txt-record lines up one by one
-# (tens of microseconds a query with a thousand domains), nsd from an indexed zone.
+# (tens of microseconds a query with a thousand domains), nsd from an indexed zone, unbound
+# from its cache (a hash lookup) and only at a name's first asking from nsd, both on that
+# CPU. unbound's cache lasts over the runs of one table, as a running resolver's does, so
+# the warm-up run fills it; records and negative answers live 300 s (their TTL), so a table
+# that runs longer has some names asked of nsd again, as a live resolver would.
 spf_tables_with() {
     local server=$1 suffix=
     [ "$server" = nsd ] || suffix=-$server
     start_netns "$server" || return 0
     note "SPF stream: $SPF_REQUESTS requests (seed $SEED) over $SPF_DOMAINS sender domains \
 (pass, fail, softfail, neutral, none in the shares of bench/spf_zone.py), HELO and MAIL FROM \
-checked; one $server on the loopback of a private network namespace answers every policy, \
-authoritatively (record TTL 300 s, negative TTL 300 s)."
+checked; $(answered_by "$server") (record TTL 300 s, negative TTL 300 s)."
     IN_NETNS=(ip netns exec "$NETNS")
 
     POLICIES=()
@@ -504,12 +601,14 @@ authoritatively (record TTL 300 s, negative TTL 300 s)."
         --warmup "$WARMUP" "${POLICIES[@]}"
     IN_NETNS=()
     cleanup
+    cache_note "$server"
 }
 
 # Reputation scoring: greyspf with scoring, SPF and greylisting against greyspf with SPF and
 # greylisting alone, policyd-weight and the do-nothing policy, on the SPF stream's kind of
 # requests with reverse DNS, HELO addresses, MX records and list entries for their clients
-# (bench/score_zone.py). dnsmasq only: the records span the reverse zones as well.
+# (bench/score_zone.py). The records span the reverse zones as well: dnsmasq answers them
+# as subnets of its auth-zone, nsd (and unbound through it) as zones of their own.
 score_tables() {
     score_stream
     local server
@@ -591,7 +690,11 @@ $(grep -c '^    \*' packaging/hot-functions.ld) patterns."
 
 # The scoring tables against one nameserver: dnsmasq answers a list or PTR query in about
 # 60 µs of the shared CPU with this many records (it walks its record lines), nsd from
-# indexed zones (the example zone and the two reverse zones of the clients).
+# indexed zones (the example zone and the two reverse zones of the clients), unbound from
+# its cache (a hash lookup), a name's first asking going on to nsd. As in the SPF tables,
+# unbound's cache lasts over the runs of one table (TTL 300 s), as a running resolver's
+# does: the warm-up run fills it, and policyd-weight-cold starts with no client known to
+# its own cache daemon but with unbound's cache warm, as on a mail server.
 score_tables_with() {
     local server=$1 suffix=
     [ "$server" = nsd ] || suffix=-$server
@@ -607,10 +710,10 @@ score_tables_with() {
     note "Scoring stream: $SCORE_REQUESTS requests (seed $SEED) of the SPF stream's kind; per \
 client (bench/score_zone.py) half servers with forward-confirmed reverse DNS, a fifth dynamic-looking, \
 the rest without reverse DNS, the client names in the requests as smtpd would send them; 10 % on \
-bl1, 5 % on bl2, 5 % on the allow list wl. One $server on the loopback of a private network \
-namespace answers every policy. policyd-weight-cold has its cache daemon stopped before each \
-run, so that it starts with no client known, as every greyspf run does; policyd-weight-warm \
-runs next, on the cache daemon that holds the answers of that run (the same stream)."
+bl1, 5 % on bl2, 5 % on the allow list wl; $(answered_by "$server"). policyd-weight-cold has \
+its cache daemon stopped before each run, so that it starts with no client known, as every \
+greyspf run does; policyd-weight-warm runs next, on the cache daemon that holds the answers of \
+that run (the same stream)."
     IN_NETNS=(ip netns exec "$NETNS")
 
     POLICIES=()
@@ -638,6 +741,7 @@ runs next, on the cache daemon that holds the answers of that run (the same stre
         --warmup "$WARMUP" "${POLICIES[@]}"
     IN_NETNS=()
     cleanup
+    cache_note "$server"
 }
 
 # greyspf and postgrey on the same greylisting stream (its first POSTGREY_REQUESTS requests:
