@@ -15,6 +15,9 @@ use std::ffi::{c_char, c_int};
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     greyspf::app::setup_process();
-    // argv comes from the standard library, which glibc hands it to at start-up.
-    std::process::exit(greyspf::app::main(std::env::args_os()))
+    // argv comes from the standard library, which glibc hands it to at start-up. A panic
+    // that escapes (the hook has logged it) exits 101, as under the standard set-up,
+    // rather than unwinding into C.
+    let code = std::panic::catch_unwind(|| greyspf::app::main(std::env::args_os()));
+    std::process::exit(code.unwrap_or(101))
 }
