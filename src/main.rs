@@ -8,12 +8,16 @@
 //! needs of that set-up, `app::setup_process` does. A stack overflow still ends the
 //! process (SIGSEGV), without the message.
 
-#![no_main]
+// Only for the program itself: the unit-test build of this file needs the test
+// harness's own main.
+#![cfg_attr(not(test), no_main)]
 
-use std::ffi::{c_char, c_int};
-
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
     greyspf::app::setup_process();
     // argv comes from the standard library, which glibc hands it to at start-up. A panic
     // that escapes (the hook has logged it) exits 101, as under the standard set-up,

@@ -735,3 +735,29 @@ fn keeper_of_another_version_is_asked_to_retire() {
         "a keeper of this version took over"
     );
 }
+
+/// A standard descriptor closed at start (by a careless service manager or a shell's
+/// `<&-`) is reopened on /dev/null before greyspf opens anything, so no file or socket of
+/// its own can become its standard input: with stdin closed, the syslog socket would
+/// take descriptor 0 and be read as requests.
+#[test]
+fn closed_standard_descriptors_are_reopened_on_dev_null() {
+    use std::os::unix::process::CommandExt;
+    let t = TestDir::new("closed-stdin");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(t.args(&[]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: close is async-signal-safe; the child closes its own descriptor 0.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(t.log_lines("").is_empty(), "{:?}", t.log_lines(""));
+}

@@ -82,7 +82,7 @@ fn service_owner_of(dir: &Path) -> Option<(u32, u32)> {
 }
 
 /// The service user's uid for `problem`, which needs it only when root finds a directory
-/// root owns: the other cases do not read `/etc/passwd`.
+/// root owns: the other cases do not look the service user up.
 fn service_uid(dir: &Path, meta: &std::fs::Metadata) -> Option<u32> {
     if meta.uid() != 0 {
         return None;
