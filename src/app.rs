@@ -49,18 +49,18 @@ pub fn setup_process() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    for fd in closed_standard_fds() {
+    for (fd, closed) in (0..).zip(closed_standard_fds()) {
         // SAFETY: open with a constant path; it returns the lowest free descriptor, the
         // closed one, unless something is badly wrong, when going on would be worse.
-        if unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } != fd {
+        if closed && unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } != fd {
             std::process::abort();
         }
     }
 }
 
-/// Which of descriptors 0 to 2 are closed: one `poll`, or where that cannot say (a
+/// Whether each of descriptors 0 to 2 is closed: one `poll`, or where that cannot say (a
 /// descriptor limit below 3, no memory), one `fcntl` each, as the standard library asks.
-fn closed_standard_fds() -> Vec<libc::c_int> {
+fn closed_standard_fds() -> [bool; 3] {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
         events: 0,
@@ -69,11 +69,7 @@ fn closed_standard_fds() -> Vec<libc::c_int> {
     loop {
         // SAFETY: the array is valid for its three entries.
         if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } >= 0 {
-            return fds
-                .iter()
-                .filter(|f| f.revents & libc::POLLNVAL != 0)
-                .map(|f| f.fd)
-                .collect();
+            return fds.map(|f| f.revents & libc::POLLNVAL != 0);
         }
         match std::io::Error::last_os_error().raw_os_error() {
             Some(libc::EINTR) => continue,
@@ -81,13 +77,11 @@ fn closed_standard_fds() -> Vec<libc::c_int> {
             _ => std::process::abort(),
         }
     }
-    (0..3)
-        .filter(|&fd| {
-            // SAFETY: F_GETFD only reads the descriptor's flags.
-            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-            flags == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
-        })
-        .collect()
+    [0, 1, 2].map(|fd| {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+    })
 }
 
 /// Runs the program and returns its exit code.

@@ -72,12 +72,8 @@ fn service_owner_of(dir: &Path) -> Option<(u32, u32)> {
     if euid() != 0 {
         return None;
     }
-    let service = |l: &str| {
-        l.strip_prefix(SERVICE_USER)
-            .is_some_and(|r| r.starts_with(':'))
-    };
-    find_user(service, |e| {
-        (e.name == SERVICE_USER && Path::new(e.home) == dir).then_some((e.uid, e.gid))
+    find_user(Some(SERVICE_USER), |e| {
+        (Path::new(e.home) == dir).then_some((e.uid, e.gid))
     })
 }
 
@@ -162,15 +158,14 @@ struct PasswdEntry<'a> {
     home: &'a str,
 }
 
-/// The first entry of `/etc/passwd` for which `pick` gives something, among the lines
-/// `line` lets through (the others are not parsed).
-fn find_user<T>(
-    line: impl Fn(&str) -> bool,
-    pick: impl FnMut(PasswdEntry<'_>) -> Option<T>,
-) -> Option<T> {
+/// The first entry of `/etc/passwd` for which `pick` gives something; with a `name`, only
+/// that user's lines are parsed.
+fn find_user<T>(name: Option<&str>, pick: impl FnMut(PasswdEntry<'_>) -> Option<T>) -> Option<T> {
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    let named =
+        |l: &&str| name.is_none_or(|n| l.strip_prefix(n).is_some_and(|rest| rest.starts_with(':')));
     text.lines()
-        .filter(|l| line(l))
+        .filter(named)
         .filter_map(passwd_entry)
         .find_map(pick)
 }
@@ -190,7 +185,7 @@ fn passwd_entry(line: &str) -> Option<PasswdEntry<'_>> {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    find_user(|_| true, |e| (e.uid == uid).then(|| e.name.to_string()))
+    find_user(None, |e| (e.uid == uid).then(|| e.name.to_string()))
 }
 
 #[cfg(test)]
