@@ -157,9 +157,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Erro
 }
 
 /// The serving command line, when `args` is one for certain: only `-c`/`--config` and
-/// `-f`/`--foreground` (each once, as clap allows), and `-o`, each value a separate, non-empty argument that does not
-/// start with `-`. `None` for anything else (subcommands, `--help`, attached values,
-/// repeated or missing values, arguments that are not UTF-8): clap reads those.
+/// `-f`/`--foreground` (each once, as clap allows), and `-o`, each value a separate,
+/// non-empty argument that does not start with `-`. `None` for anything else
+/// (subcommands, `--help`, attached values, repeated or missing values, arguments that are
+/// not UTF-8): clap reads those.
 fn serving(args: &[OsString]) -> Option<Cli> {
     let mut cli = Cli {
         config: None,
